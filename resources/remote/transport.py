@@ -1,0 +1,51 @@
+"""What the rest of MQIC needs from a connection to an HPC host.
+
+Two implementations exist: ``ssh.SshTransport`` (paramiko, production) and
+``local.LocalTransport`` (subprocess and the local filesystem, for the embedded sandbox).
+Commands are shell strings that callers build with ``shlex.join``/``shlex.quote``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from .errors import CommandFailed
+
+ProgressCallback = Callable[[int], None]
+"""Called with the number of bytes sent so far during an upload."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def check(self, command: str) -> CommandResult:
+        """Return self, or raise ``CommandFailed`` if the command exited non-zero."""
+        if self.exit_code != 0:
+            detail = (self.stderr or self.stdout).strip()
+            raise CommandFailed(
+                f"remote command exited {self.exit_code}: {detail[-500:]}",
+                command=command,
+                exit_code=self.exit_code,
+                stdout=self.stdout,
+                stderr=self.stderr,
+            )
+        return self
+
+
+class Transport(Protocol):
+    def run(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None) -> CommandResult:
+        """Run a shell command remotely; raise ``OutcomeUnknown`` if we cannot tell what happened."""
+
+    def upload_dir(self, local_dir: Path, remote_dir: str, *, progress: ProgressCallback | None = None) -> None:
+        """Copy the contents of ``local_dir`` into ``remote_dir`` (created) as one streamed tar."""
+
+    def download_dir(self, remote_dir: str, local_dir: Path) -> None:
+        """Replace ``local_dir`` with the contents of ``remote_dir`` (streamed tar, atomic rename)."""
+
+    def close(self) -> None: ...
