@@ -1,0 +1,1 @@
+"""Pytest fixtures shared by the whole suite (real sshd, sandbox pueue, ...)."""
