@@ -83,6 +83,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # A file, not memory, so that the qcluster and worker processes that tests start share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.environ.get("MQIC_TEST_DB", str(BASE_DIR / ".test-db.sqlite3"))
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -161,3 +165,5 @@ Q_CLUSTER = {
 if os.environ.get("MQIC_Q_BROKER", "orm") == "redis":
     Q_CLUSTER.pop("orm")
     Q_CLUSTER["redis"] = os.environ.get("MQIC_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Set to pin the installation key in labels; empty: one is generated once per database.
+MQIC_INSTALLATION_KEY = os.environ.get("MQIC_INSTALLATION_KEY", "")

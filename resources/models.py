@@ -1,3 +1,85 @@
+"""The remote world as the database sees it: HPC hosts and the GPU groups on them.
+
+A GPU group is a pueue group on a host. MQIC runs at most one case in a group at a time,
+and the ``status`` column is the lock: it only ever changes through the compare-and-swap
+functions in ``resources.services``. ``resources`` knows nothing about cases, so the
+holder of a group is stored as an opaque owner id (the case's primary key).
+"""
+
 from django.db import models
 
-# Create your models here.
+
+class HpcHost(models.Model):
+    LOCAL_HOSTNAME = "local"
+
+    name = models.SlugField(max_length=64, unique=True)
+    hostname = models.CharField(
+        max_length=255, help_text=f'SSH host name, or "{LOCAL_HOSTNAME}" to run pueue on this machine.'
+    )
+    port = models.PositiveIntegerField(default=22)
+    username = models.CharField(max_length=64, blank=True)
+    key_path = models.CharField("private key path", max_length=1024, blank=True)
+    known_hosts_path = models.CharField(max_length=1024, blank=True)
+    host_key = models.TextField(
+        "trusted host key",
+        blank=True,
+        help_text='"key-type base64" of the key this host must present; empty: use the known_hosts file.',
+    )
+    base_dir = models.CharField("remote base directory", max_length=1024)
+    pueue_command = models.CharField("remote pueue command", max_length=1024, default="pueue")
+    enabled = models.BooleanField(default=True)
+
+    last_contact_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    pueue_version = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        verbose_name = "HPC host"
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def is_local(self) -> bool:
+        return self.hostname == self.LOCAL_HOSTNAME
+
+
+class GpuGroup(models.Model):
+    class Status(models.TextChoices):
+        AVAILABLE = "available"
+        ASSIGNED = "assigned"
+        DISABLED = "disabled"
+
+    name = models.SlugField(max_length=64, unique=True)
+    host = models.ForeignKey(HpcHost, on_delete=models.PROTECT, related_name="gpu_groups")
+    pueue_group = models.CharField(max_length=64)
+    devices = models.CharField(
+        max_length=64, blank=True, help_text="CUDA_VISIBLE_DEVICES for jobs in this group, e.g. 0,1."
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.AVAILABLE)
+    holder_id = models.PositiveBigIntegerField(
+        null=True, blank=True, unique=True, help_text="Primary key of the case holding this group."
+    )
+    lease_generation = models.PositiveIntegerField(default=0)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    busy_flag = models.TextField(
+        blank=True, help_text="Set when the remote side shows work in this group that MQIC did not start."
+    )
+
+    class Meta:
+        verbose_name = "GPU group"
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "pueue_group"], name="unique_pueue_group_per_host"),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(status="assigned", holder_id__isnull=False)
+                    | (~models.Q(status="assigned") & models.Q(holder_id__isnull=True))
+                ),
+                name="assigned_iff_held",
+            ),
+        ]
+
+    def __str__(self):
+        return self.name

@@ -1,0 +1,1 @@
+"""The case lifecycle as plain functions: the admin, commands and tasks call these."""

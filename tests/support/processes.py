@@ -1,0 +1,46 @@
+"""Starting real Django processes (workers, qcluster, commands) against the test database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+from django.db import connection
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def database_url() -> str:
+    """A DATABASE_URL for the database this test run is using (the test database)."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{Path(s['NAME']).resolve()}"
+    auth = quote(s["USER"] or "", safe="")
+    if s.get("PASSWORD"):
+        auth += ":" + quote(s["PASSWORD"], safe="")
+    host = s["HOST"] or "localhost"
+    port = f":{s['PORT']}" if s.get("PORT") else ""
+    return f"postgres://{auth}@{host}{port}/{s['NAME']}"
+
+
+def django_env(**overrides: str) -> dict[str, str]:
+    """The environment for a child process that shares this test's database and settings."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url(),
+        DJANGO_SETTINGS_MODULE="mqic_site.settings",
+        PYTHONPATH=str(REPO),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+def manage(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+    """Start ``manage.py`` with ``args`` as a child process."""
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "manage.py"), *args], cwd=REPO, env=env or django_env(), **kwargs
+    )

@@ -1,0 +1,131 @@
+"""The transition table, the compare-and-swap service and its event log."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cases.models import TRANSITIONS, Case, CaseEvent, CaseStatus
+from cases.services.transitions import IllegalTransition, transition
+from resources.models import GpuGroup
+from resources.services import lock_free_group, release_group, set_enabled
+from tests.factories import make_case, make_group, make_host
+from tests.support.processes import REPO, django_env
+
+S = CaseStatus
+pytestmark = pytest.mark.django_db
+
+
+def test_every_status_has_a_row_in_the_table():
+    assert set(TRANSITIONS) == {None, *S.values}
+    for targets in TRANSITIONS.values():
+        assert targets <= set(S.values)
+
+
+def test_completed_is_final_and_registration_only_enters_submitted_or_rejected():
+    assert TRANSITIONS[S.COMPLETED] == frozenset()
+    assert TRANSITIONS[None] == {S.SUBMITTED, S.REJECTED}
+
+
+@pytest.mark.parametrize("old", list(S.values))
+@pytest.mark.parametrize("new", list(S.values))
+def test_illegal_moves_raise_and_change_nothing(old, new):
+    case = make_case(status=old)
+    if new in TRANSITIONS[old]:
+        assert transition(case, old, new, reason="legal") is True
+        assert Case.objects.get(pk=case.pk).status == new
+        assert case.events.get().to_status == new
+    else:
+        with pytest.raises(IllegalTransition):
+            transition(case, old, new, reason="illegal")
+        assert Case.objects.get(pk=case.pk).status == old
+        assert not case.events.exists()
+
+
+def test_a_stale_expectation_loses_and_writes_no_event():
+    case = make_case(status=S.RUNNING)
+    assert transition(case.pk, S.SUBMITTED, S.SUBMITTING, reason="stale") is False
+    assert Case.objects.get(pk=case.pk).status == S.RUNNING
+    assert not CaseEvent.objects.exists()
+
+
+def test_transition_writes_fields_phase_stamp_and_event_in_one_go():
+    case = make_case(status=S.SUBMITTING)
+    assert transition(case, S.SUBMITTING, S.RUNNING, reason="task stored", detail={"id": 4}, pueue_task_id=4)
+    case.refresh_from_db()
+    assert (case.status, case.pueue_task_id) == (S.RUNNING, 4)
+    assert case.running_at is not None
+    event = case.events.get()
+    assert (event.from_status, event.to_status, event.reason) == (S.SUBMITTING, S.RUNNING, "task stored")
+    assert (event.detail, event.actor, event.user) == ({"id": 4}, "system", None)
+
+
+def test_an_event_names_the_user(django_user_model):
+    user = django_user_model.objects.create_user("ops")
+    case = make_case(status=S.FAILED)
+    transition(case, S.FAILED, S.SUBMITTED, reason="retry", user=user)
+    assert case.events.get().actor == "ops"
+
+
+def test_gpu_lock_bumps_generation_and_release_needs_the_current_one():
+    group = make_group()
+    locked = lock_free_group(holder_id=1)
+    assert (locked.pk, locked.status, locked.holder_id, locked.lease_generation) == (
+        group.pk,
+        "assigned",
+        1,
+        1,
+    )
+    assert lock_free_group(holder_id=2) is None
+    assert release_group(group.pk, holder_id=1, generation=0) is False
+    assert release_group(group.pk, holder_id=2, generation=1) is False
+    assert release_group(group.pk, holder_id=1, generation=1) is True
+    assert release_group(group.pk, holder_id=1, generation=1) is False
+    assert lock_free_group(holder_id=3).lease_generation == 2
+
+
+def test_disabled_flagged_and_disabled_host_groups_are_never_locked():
+    make_group(status=GpuGroup.Status.DISABLED)
+    make_group(busy_flag="task 3 of someone else runs here")
+    make_group(host=make_host(enabled=False))
+    assert lock_free_group(holder_id=1) is None
+
+
+def test_enable_and_disable_leave_an_assigned_group_alone():
+    group = make_group()
+    lock_free_group(holder_id=9)
+    assert set_enabled(group.pk, False) is False
+    release_group(group.pk, holder_id=9, generation=1)
+    assert set_enabled(group.pk, False) is True
+    assert set_enabled(group.pk, True) is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_processes_never_both_win():
+    """Six processes race on the same 30 cases and 3 GPU groups: one winner per row."""
+    cases = [make_case() for _ in range(30)]
+    groups = [make_group() for _ in range(3)]
+    ids = ",".join(str(c.pk) for c in cases)
+    start = time.time() + 3
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.support.race_worker", ids, str(start)],
+            cwd=REPO,
+            env=django_env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    results = [json.loads(w.communicate(timeout=120)[0]) for w in workers]
+    assert all(w.returncode == 0 for w in workers)
+
+    won_cases = [c for r in results for c in r["cases"]]
+    assert sorted(won_cases) == sorted(c.pk for c in cases)
+    assert CaseEvent.objects.count() == len(cases)
+    won_groups = [g for r in results for g in r["groups"]]
+    assert sorted(won_groups) == sorted(g.pk for g in groups)
+    assert sum(1 for r in results if r["cases"]) > 1, "the race never happened: one worker took everything"
+    assert set(GpuGroup.objects.values_list("lease_generation", flat=True)) == {1}
