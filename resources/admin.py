@@ -14,4 +14,4 @@ class GpuGroupAdmin(admin.ModelAdmin):
     list_display = ("name", "host", "pueue_group", "status", "holder_id", "assigned_at", "lease_generation")
     list_filter = ("status", "host")
     list_select_related = ("host",)
-    readonly_fields = ("status", "holder_id", "lease_generation", "assigned_at", "busy_flag")
+    readonly_fields = ("status", "holder_id", "lease_generation", "assigned_at", "blocked_reason")

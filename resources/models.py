@@ -63,8 +63,9 @@ class GpuGroup(models.Model):
     )
     lease_generation = models.PositiveIntegerField(default=0)
     assigned_at = models.DateTimeField(null=True, blank=True)
-    busy_flag = models.TextField(
-        blank=True, help_text="Set when the remote side shows work in this group that MQIC did not start."
+    blocked_reason = models.TextField(
+        blank=True,
+        help_text="Why MQIC will not assign this group now (e.g. remote work it did not start). Empty: usable.",
     )
 
     class Meta:

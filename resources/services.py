@@ -19,12 +19,12 @@ Status = GpuGroup.Status
 
 def lock_free_group(holder_id: int, *, host: HpcHost | None = None) -> GpuGroup | None:
     """Assign a free, unflagged group to ``holder_id``; ``None`` when every group is taken."""
-    candidates = GpuGroup.objects.filter(status=Status.AVAILABLE, busy_flag="", host__enabled=True)
+    candidates = GpuGroup.objects.filter(status=Status.AVAILABLE, blocked_reason="", host__enabled=True)
     if host is not None:
         candidates = candidates.filter(host=host)
     for group_id in candidates.order_by("lease_generation", "name").values_list("pk", flat=True):
         with transaction.atomic():
-            won = GpuGroup.objects.filter(pk=group_id, status=Status.AVAILABLE, busy_flag="").update(
+            won = GpuGroup.objects.filter(pk=group_id, status=Status.AVAILABLE, blocked_reason="").update(
                 status=Status.ASSIGNED,
                 holder_id=holder_id,
                 lease_generation=F("lease_generation") + 1,
@@ -52,10 +52,12 @@ def set_enabled(group_id: int, enabled: bool) -> bool:
         return bool(GpuGroup.objects.filter(pk=group_id, status=old).update(status=new))
 
 
-def set_busy_flag(group_id: int, reason: str) -> bool:
+def set_blocked_reason(group_id: int, reason: str) -> bool:
     """Flag (or with ``reason=""`` unflag) a group whose pueue group has work we did not start."""
     with transaction.atomic():
-        return bool(GpuGroup.objects.filter(pk=group_id).exclude(busy_flag=reason).update(busy_flag=reason))
+        return bool(
+            GpuGroup.objects.filter(pk=group_id).exclude(blocked_reason=reason).update(blocked_reason=reason)
+        )
 
 
 def configure_from_settings(settings) -> tuple[HpcHost, list[GpuGroup]]:

@@ -88,7 +88,7 @@ def test_gpu_lock_bumps_generation_and_release_needs_the_current_one():
 
 def test_disabled_flagged_and_disabled_host_groups_are_never_locked():
     make_group(status=GpuGroup.Status.DISABLED)
-    make_group(busy_flag="task 3 of someone else runs here")
+    make_group(blocked_reason="task 3 of someone else runs here")
     make_group(host=make_host(enabled=False))
     assert lock_free_group(holder_id=1) is None
 
