@@ -58,6 +58,9 @@ class Case(models.Model):
     pueue_task_id = models.PositiveIntegerField(null=True, blank=True)
     pueue_task_created_at = models.DateTimeField(null=True, blank=True)
     last_seen_task = models.JSONField(null=True, blank=True, help_text="The remote task as last seen.")
+    task_missing_since = models.DateTimeField(
+        null=True, blank=True, help_text="When the running task was first found gone from pueue."
+    )
 
     attempts = models.PositiveIntegerField(default=0)
     exit_code = models.IntegerField(null=True, blank=True)
@@ -108,3 +111,15 @@ class Installation(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class PassRecord(models.Model):
+    """The last run of each kind of pass (scan, submit, monitor, reconcile), for the overview."""
+
+    kind = models.CharField(max_length=16, unique=True)
+    finished_at = models.DateTimeField()
+    summary = models.TextField()
+    ok = models.BooleanField(default=True, help_text="False when a host could not be reached.")
+
+    def __str__(self):
+        return f"{self.kind} at {self.finished_at:%H:%M:%S}: {self.summary}"
