@@ -1,0 +1,417 @@
+"""A typed, version-neutral view of pueue's JSON (``status``, ``group`` and ``log`` with ``--json``).
+
+Why this module exists: pueue 3.x and 4.x serialise tasks differently (4.x moved the times into
+the status enum), and ``status --json`` is large because every task carries the whole environment
+captured at ``add``. This is the only place in MQIC that reads pueue's JSON: it parses it once,
+checks it strictly, keeps only what MQIC needs (never the environments, which are big and may hold
+secrets) and hands out frozen dataclasses. Anything unexpected (garbage, truncation, a missing key,
+an enum variant from a future pueue) raises ``BadOutput``, which callers treat as "no answer" rather
+than guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from .errors import BadOutput
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    LOCKED = "locked"
+    STASHED = "stashed"
+    DONE = "done"
+
+
+class TaskResult(StrEnum):
+    SUCCESS = "success"
+    KILLED = "killed"
+    ERRORED = "errored"
+    DEPENDENCY_FAILED = "dependency_failed"
+    FAILED = "failed"
+    FAILED_TO_SPAWN = "failed_to_spawn"
+
+
+class GroupStatus(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    RESET = "reset"
+
+
+LIVE_STATUSES = frozenset(
+    {TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.PAUSED, TaskStatus.LOCKED, TaskStatus.STASHED}
+)
+"""Statuses of a task that still exists in pueue's queue and may yet run (or is running)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PueueTask:
+    """One pueue task. Ids are reused after ``clean``: identify a task by id, label and created_at."""
+
+    id: int
+    label: str | None
+    group: str
+    command: str
+    original_command: str
+    path: str
+    created_at: datetime
+    status: TaskStatus
+    result: TaskResult | None = None
+    exit_code: int | None = None
+    """0 for Success, n for Failed(n); None for every other result and while not done."""
+    spawn_error: str | None = None
+    enqueued_at: datetime | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @property
+    def is_done(self) -> bool:
+        return self.status is TaskStatus.DONE
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+    def snapshot(self) -> dict[str, Any]:
+        """A small JSON-serialisable record of this task, for audit logs."""
+        return {
+            "id": self.id,
+            "label": self.label,
+            "group": self.group,
+            "command": self.command,
+            "status": self.status.value,
+            "result": self.result.value if self.result else None,
+            "exit_code": self.exit_code,
+            "spawn_error": self.spawn_error,
+            "created_at": self.created_at.isoformat(),
+            "enqueued_at": _iso(self.enqueued_at),
+            "start": _iso(self.start),
+            "end": _iso(self.end),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PueueGroup:
+    name: str
+    status: GroupStatus
+    parallel_tasks: int
+    """How many tasks of this group may run at once; 0 means unlimited."""
+
+
+@dataclass(frozen=True, slots=True)
+class PueueLogEntry:
+    task: PueueTask
+    output: str
+    """The tail of the task's combined stdout/stderr, or pueue's "(Pueue error) ..." text."""
+
+
+@dataclass(frozen=True)
+class PueueState:
+    """Everything ``pueue status --json`` said, at one moment.
+
+    ``schema`` is "3" or "4" as told from the task layout, or None when there are no tasks to tell
+    it from (the JSON itself carries no version).
+    """
+
+    tasks: Mapping[int, PueueTask]
+    groups: Mapping[str, PueueGroup]
+    schema: str | None
+
+    def find_by_label(self, label: str) -> list[PueueTask]:
+        """All tasks carrying ``label``, oldest first: pueue does not keep labels unique."""
+        return list(self._by_label.get(label, ()))
+
+    def tasks_with_label_prefix(self, prefix: str) -> list[PueueTask]:
+        return _oldest_first(
+            t for t in self.tasks.values() if t.label is not None and t.label.startswith(prefix)
+        )
+
+    def live_tasks_in_group(self, group: str) -> list[PueueTask]:
+        return _oldest_first(t for t in self.tasks.values() if t.group == group and t.is_live)
+
+    @cached_property
+    def _by_label(self) -> dict[str, list[PueueTask]]:
+        """Label index, built on first use: callers look up many labels in one (big) state."""
+        index: dict[str, list[PueueTask]] = {}
+        for task in _oldest_first(self.tasks.values()):
+            if task.label is not None:
+                index.setdefault(task.label, []).append(task)
+        return index
+
+
+def parse_status(text: str) -> PueueState:
+    """Parse ``pueue status --json`` (3.x or 4.x)."""
+    with _reporting("pueue status --json"):
+        data = _load_object(text)
+        tasks, schema = _parse_tasks(_field(data, "tasks", dict))
+        groups = _parse_groups(_field(data, "groups", dict))
+        return PueueState(tasks=MappingProxyType(tasks), groups=MappingProxyType(groups), schema=schema)
+
+
+def parse_groups(text: str) -> dict[str, PueueGroup]:
+    """Parse ``pueue group --json``: a map of group name to group."""
+    with _reporting("pueue group --json"):
+        return _parse_groups(_load_object(text))
+
+
+def parse_log(text: str) -> dict[int, PueueLogEntry]:
+    """Parse ``pueue log --json``: task id to the task and the tail of its output."""
+    with _reporting("pueue log --json"):
+        entries = {}
+        for key, raw in _load_object(text).items():
+            try:
+                entry = _expect(raw, dict, "log entry")
+                task = _parse_task(key, _field(entry, "task", dict))
+                entries[task.id] = PueueLogEntry(task=task, output=_field(entry, "output", str))
+            except _Malformed as exc:
+                raise _located(f"log entry {key}", exc) from None
+        return entries
+
+
+# --- parsing internals -------------------------------------------------------------------------
+
+
+class _Malformed(Exception):
+    """Raised inside this module; turned into ``BadOutput`` with its context at the public edge."""
+
+
+@contextmanager
+def _reporting(what: str) -> Iterator[None]:
+    """Turn ``_Malformed`` into ``BadOutput`` naming the command whose output was wrong."""
+    try:
+        yield
+    except _Malformed as exc:
+        raise BadOutput(f"unexpected {what} output: {exc}") from None
+
+
+def _located(where: str, exc: _Malformed) -> _Malformed:
+    """Prefix a problem with where it was found (a task id, a group name)."""
+    return _Malformed(f"{where}: {exc}")
+
+
+def _load_object(text: str) -> dict:
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _Malformed(f"not valid JSON ({exc}); output starts {text[:80]!r}") from None
+    return _expect(data, dict, "top level")
+
+
+def _expect(value: Any, kind: type, what: str) -> Any:
+    """``value`` if it is exactly a ``kind`` (as json.loads builds them; a bool is no int)."""
+    if type(value) is not kind:
+        raise _Malformed(f"{what} should be {kind.__name__}, got {_describe(value)}")
+    return value
+
+
+def _field_present(obj: dict, key: str) -> Any:
+    try:
+        return obj[key]
+    except KeyError:
+        raise _Malformed(f"missing key {key!r}") from None
+
+
+def _field(obj: dict, key: str, kind: type) -> Any:
+    return _expect(_field_present(obj, key), kind, repr(key))
+
+
+def _optional_field(obj: dict, key: str, kind: type) -> Any:
+    """A key that must be present but may be null (serde writes ``None`` as ``null``)."""
+    value = _field_present(obj, key)
+    return None if value is None else _expect(value, kind, repr(key))
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)")
+
+
+def _timestamp(value: str, what: str) -> datetime:
+    """RFC 3339 as chrono writes it (0-9 fraction digits, Z or +HH:MM) -> aware datetime.
+
+    Python 3.11's ``fromisoformat`` truncates fractions beyond microseconds; the regex keeps it
+    from accepting the looser ISO 8601 forms (naive times, dates alone) it would also take.
+    """
+    if _RFC3339.fullmatch(value) is None:
+        raise _Malformed(f"{what} is not an RFC 3339 timestamp: {_describe(value)}")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise _Malformed(f"{what} is not a valid time: {value!r} ({exc})") from None
+
+
+def _time_field(obj: dict, key: str) -> datetime | None:
+    value = _optional_field(obj, key, str)
+    return None if value is None else _timestamp(value, repr(key))
+
+
+def _variant(value: Any, what: str) -> tuple[str, Any]:
+    """Split a serde externally-tagged enum value: ``"Name"`` or ``{"Name": payload}``."""
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, dict) and len(value) == 1:
+        return next(iter(value.items()))
+    raise _Malformed(f"{what} is not a pueue enum value: {_describe(value)}")
+
+
+class _Lifecycle(NamedTuple):
+    """What a task's status says, whichever schema it came from."""
+
+    status: TaskStatus
+    result: TaskResult | None = None
+    exit_code: int | None = None
+    spawn_error: str | None = None
+    enqueued_at: datetime | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def _parse_tasks(raw_tasks: dict) -> tuple[dict[int, PueueTask], str | None]:
+    tasks: dict[int, PueueTask] = {}
+    schema = None
+    for key, raw in raw_tasks.items():
+        try:
+            task = _parse_task(key, _expect(raw, dict, "task"))
+            task_schema = _schema_of(raw)
+            if schema is not None and task_schema != schema:
+                raise _Malformed(f"has the {task_schema}.x layout but earlier tasks have the {schema}.x one")
+        except _Malformed as exc:
+            raise _located(f"task {key}", exc) from None
+        tasks[task.id] = task
+        schema = task_schema
+    return tasks, schema
+
+
+def _schema_of(raw: dict) -> str:
+    """3.x keeps ``start``/``end`` on the task itself; 4.x moved them into the status."""
+    return "3" if "start" in raw else "4"
+
+
+def _parse_task(key: str, raw: dict) -> PueueTask:
+    task_id = _field(raw, "id", int)
+    if str(task_id) != key:
+        raise _Malformed(f"task under key {key!r} has id {task_id}")
+    status = _field_present(raw, "status")
+    lifecycle = _lifecycle_v3(raw, status) if _schema_of(raw) == "3" else _lifecycle_v4(status)
+    return PueueTask(
+        id=task_id,
+        label=_optional_field(raw, "label", str),
+        group=_field(raw, "group", str),
+        command=_field(raw, "command", str),
+        original_command=_field(raw, "original_command", str),
+        path=_field(raw, "path", str),
+        created_at=_timestamp(_field(raw, "created_at", str), "'created_at'"),
+        **lifecycle._asdict(),
+    )
+
+
+_PLAIN_STATUSES = {
+    "Queued": TaskStatus.QUEUED,
+    "Running": TaskStatus.RUNNING,
+    "Paused": TaskStatus.PAUSED,
+    "Locked": TaskStatus.LOCKED,
+}
+
+
+def _lifecycle_v3(raw: dict, status: Any) -> _Lifecycle:
+    """3.x: ``"Queued"``, ..., ``{"Stashed": {...}}``, ``{"Done": RESULT}``; times on the task."""
+    name, payload = _variant(status, "status")
+    times = {key: _time_field(raw, key) for key in ("enqueued_at", "start", "end")}
+    if name == "Done":
+        return _Lifecycle(TaskStatus.DONE, *_result(payload), **times)
+    if name == "Stashed":
+        return _Lifecycle(TaskStatus.STASHED, **times)
+    if name not in _PLAIN_STATUSES:
+        raise _Malformed(f"unknown status variant {name!r}")
+    if payload is not None:
+        raise _Malformed(f"status {name!r} carries unexpected data {_describe(payload)}")
+    return _Lifecycle(_PLAIN_STATUSES[name], **times)
+
+
+def _lifecycle_v4(status: Any) -> _Lifecycle:
+    """4.x: every status but Locked and Stashed carries its own times; Locked wraps the previous."""
+    name, payload = _variant(status, "status")
+    if name == "Locked":
+        previous = _lifecycle_v4(_field_present(_expect(payload, dict, "Locked"), "previous_status"))
+        return _Lifecycle(TaskStatus.LOCKED, enqueued_at=previous.enqueued_at, start=previous.start)
+    if name == "Stashed":
+        return _Lifecycle(TaskStatus.STASHED)
+    if name not in ("Queued", "Running", "Paused", "Done"):
+        raise _Malformed(f"unknown status variant {name!r}")
+    payload = _expect(payload, dict, name)
+    enqueued_at = _time_field(payload, "enqueued_at")
+    if name == "Queued":
+        return _Lifecycle(TaskStatus.QUEUED, enqueued_at=enqueued_at)
+    start = _time_field(payload, "start")
+    if name != "Done":
+        return _Lifecycle(_PLAIN_STATUSES[name], enqueued_at=enqueued_at, start=start)
+    result = _result(_field_present(payload, "result"))
+    return _Lifecycle(TaskStatus.DONE, *result, enqueued_at, start, _time_field(payload, "end"))
+
+
+_PLAIN_RESULTS = {
+    "Success": TaskResult.SUCCESS,
+    "Killed": TaskResult.KILLED,
+    "Errored": TaskResult.ERRORED,
+    "DependencyFailed": TaskResult.DEPENDENCY_FAILED,
+}
+
+
+def _result(value: Any) -> tuple[TaskResult, int | None, str | None]:
+    """RESULT -> (result, exit_code, spawn_error)."""
+    name, payload = _variant(value, "result")
+    if name in _PLAIN_RESULTS:
+        if payload is not None:
+            raise _Malformed(f"result {name!r} carries unexpected data {_describe(payload)}")
+        result = _PLAIN_RESULTS[name]
+        return result, (0 if result is TaskResult.SUCCESS else None), None
+    if name == "Failed":
+        return TaskResult.FAILED, _expect(payload, int, "Failed exit code"), None
+    if name == "FailedToSpawn":
+        return TaskResult.FAILED_TO_SPAWN, None, _expect(payload, str, "FailedToSpawn error")
+    raise _Malformed(f"unknown result variant {name!r}")
+
+
+_GROUP_STATUSES = {"Running": GroupStatus.RUNNING, "Paused": GroupStatus.PAUSED, "Reset": GroupStatus.RESET}
+
+
+def _parse_groups(raw_groups: dict) -> dict[str, PueueGroup]:
+    groups = {}
+    for name, raw in raw_groups.items():
+        try:
+            groups[name] = _parse_group(name, _expect(raw, dict, "group"))
+        except _Malformed as exc:
+            raise _located(f"group {name!r}", exc) from None
+    return groups
+
+
+def _parse_group(name: str, raw: dict) -> PueueGroup:
+    status = _field(raw, "status", str)
+    if status not in _GROUP_STATUSES:
+        raise _Malformed(f"unknown group status variant {status!r}")
+    parallel = _field(raw, "parallel_tasks", int)
+    if parallel < 0:
+        raise _Malformed(f"negative parallel_tasks {parallel}")
+    return PueueGroup(name=name, status=_GROUP_STATUSES[status], parallel_tasks=parallel)
+
+
+def _oldest_first(tasks: Iterable[PueueTask]) -> list[PueueTask]:
+    return sorted(tasks, key=lambda t: (t.created_at, t.id))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
