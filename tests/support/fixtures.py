@@ -1,1 +1,31 @@
 """Pytest fixtures shared by the whole suite (real sshd, sandbox pueue, ...)."""
+
+from __future__ import annotations
+
+import pytest
+
+from resources.remote import ssh
+from tests.support.proxy import FaultProxy
+from tests.support.sshd import SshServer
+
+# -- real sshd --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    """One real OpenSSH server on 127.0.0.1 for the whole session (installed if missing).
+
+    Tests that must stop or break a server start a private ``SshServer`` instead.
+    """
+    with SshServer() as server:
+        yield server
+        ssh.close_all()
+
+
+@pytest.fixture
+def fault_proxy(sshd):
+    """A ``FaultProxy`` in front of the session sshd; reach it with ``sshd.target(port=proxy.port,
+    host_key=sshd.host_key)`` (the known_hosts entry names the server's own port)."""
+    proxy = FaultProxy("127.0.0.1", sshd.port)
+    yield proxy
+    proxy.close()
