@@ -84,9 +84,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     # A file, not memory, so that the qcluster and worker processes that tests start share it.
-    DATABASES["default"]["TEST"] = {
-        "NAME": os.environ.get("MQIC_TEST_DB", str(BASE_DIR / ".test-db.sqlite3"))
-    }
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("MQIC_TEST_DB", str(BASE_DIR / ".test-db.sqlite3"))}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

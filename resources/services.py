@@ -52,7 +52,7 @@ def set_enabled(group_id: int, enabled: bool) -> bool:
         return bool(GpuGroup.objects.filter(pk=group_id, status=old).update(status=new))
 
 
-def set_blocked_reason(group_id: int, reason: str) -> bool:
+def set_blocked(group_id: int, reason: str) -> bool:
     """Flag (or with ``reason=""`` unflag) a group whose pueue group has work we did not start."""
     with transaction.atomic():
         return bool(

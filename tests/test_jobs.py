@@ -13,9 +13,7 @@ from tests.factories import make_case
 
 def run_job(folder, script, devices=""):
     (folder / "run.sh").write_text(script)
-    return subprocess.run(
-        ["sh", "-c", job_command("run.sh", devices)], cwd=folder, capture_output=True, text=True
-    )
+    return subprocess.run(["sh", "-c", job_command("run.sh", devices)], cwd=folder, capture_output=True, text=True)
 
 
 def test_the_wrapper_keeps_exit_code_output_and_log(tmp_path):
@@ -29,9 +27,7 @@ def test_the_wrapper_keeps_exit_code_output_and_log(tmp_path):
 def test_the_wrapper_passes_the_gpu_devices_and_runs_executable_scripts(tmp_path):
     (tmp_path / "run.sh").write_text('#!/bin/sh\necho "gpus=$CUDA_VISIBLE_DEVICES"\n')
     (tmp_path / "run.sh").chmod(0o755)
-    done = subprocess.run(
-        ["sh", "-c", job_command("run.sh", "0,1")], cwd=tmp_path, capture_output=True, text=True
-    )
+    done = subprocess.run(["sh", "-c", job_command("run.sh", "0,1")], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0
     assert (tmp_path / JOB_LOG).read_text() == "gpus=0,1\n"
     assert (tmp_path / EXIT_MARKER).read_text().strip() == "0"

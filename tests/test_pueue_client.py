@@ -133,9 +133,7 @@ def test_add_with_a_multi_word_pueue_command():
 def test_add_passes_environment_as_quoted_assignments():
     client, transport = client_with(ok("5\n"))
 
-    client.add(
-        "run", label="l", group="g", workdir="/w", env={"CUDA_VISIBLE_DEVICES": "0,1", "MSG": "a b'$(c)"}
-    )
+    client.add("run", label="l", group="g", workdir="/w", env={"CUDA_VISIBLE_DEVICES": "0,1", "MSG": "a b'$(c)"})
 
     assert transport.commands == [
         "CUDA_VISIBLE_DEVICES=0,1 MSG='a b'\"'\"'$(c)' pueue add -l l -g g -w /w -p -- run"
@@ -439,9 +437,7 @@ def test_add_many_quoting_survives_a_real_shell(fake_pueue):
 def test_single_add_through_a_real_shell(fake_pueue):
     client = PueueClient(ShellTransport(), command=shlex.quote(str(fake_pueue)))
 
-    task_id = client.add(
-        NASTY_COMMAND, label=NASTY_LABEL, group="g", workdir="/w", env={"MQIC_TEST_VAR": "$HOME"}
-    )
+    task_id = client.add(NASTY_COMMAND, label=NASTY_LABEL, group="g", workdir="/w", env={"MQIC_TEST_VAR": "$HOME"})
 
     assert task_id == 1
     assert recorded_calls(fake_pueue.parent / "argv") == [

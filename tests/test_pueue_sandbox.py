@@ -88,9 +88,7 @@ class Pueue:
         self.workdir = root / "work"
         self.workdir.mkdir(parents=True)
         # The venv's python3 first: the machine's may be a slow pyenv shim script.
-        path = os.pathsep.join(
-            [str(self.wrapper.parent), str(Path(sys.executable).parent), os.environ["PATH"]]
-        )
+        path = os.pathsep.join([str(self.wrapper.parent), str(Path(sys.executable).parent), os.environ["PATH"]])
         self.env = {**os.environ, "PATH": path}
 
     def start(self) -> None:
@@ -227,9 +225,7 @@ def test_add_prints_the_id_and_records_the_task(pueue):
     assert [to_ns(a["time"]) for a in adds] == [to_ns(tasks[str(a["id"])]["created_at"]) for a in adds]
 
 
-@pytest.mark.parametrize(
-    ("version", "sample_name"), [("4.0.4", "v4_status.json"), ("3.4.1", "v3_status.json")]
-)
+@pytest.mark.parametrize(("version", "sample_name"), [("4.0.4", "v4_status.json"), ("3.4.1", "v3_status.json")])
 def test_status_json_has_the_keys_and_types_of_real_pueue(make_pueue, version, sample_name):
     pueue = make_pueue(version)
     expected = {status_tag(task["status"]): task for task in sample(sample_name)["tasks"].values()}
@@ -333,10 +329,7 @@ def test_kill_without_ids_kills_the_whole_default_group_and_pauses_it(pueue):
     queued = pueue.add("true")
     pueue.wait_for(running, "Running")
 
-    assert (
-        pueue.ok("kill")
-        == 'All tasks of group "default" are being killed. The group will also be paused!!!\n'
-    )
+    assert pueue.ok("kill") == 'All tasks of group "default" are being killed. The group will also be paused!!!\n'
     assert status_tag(pueue.wait_for(running, "Done")["status"]) == "Done/Killed"
     state = pueue.status()
     assert state["groups"]["default"]["status"] == "Paused"
@@ -364,9 +357,7 @@ def test_log_json_matches_pueue(pueue):
         f'(Pueue error) Failed to get log file handle: I/O error at path "{log_file}" while getting log file'
         " handle:\nNo such file or directory (os error 2)"
     )
-    assert (
-        json.loads(pueue.ok("log", "--json", "--lines", "2", str(chatty)))[str(chatty)]["output"] == "19\n20"
-    )
+    assert json.loads(pueue.ok("log", "--json", "--lines", "2", str(chatty)))[str(chatty)]["output"] == "19\n20"
     full = "".join(f"{n}\n" for n in range(1, 21))
     assert json.loads(pueue.ok("log", "--json", "--full", str(chatty)))[str(chatty)]["output"] == full
     assert list(json.loads(pueue.ok("log", "--json"))) == [str(chatty), str(waiting)], "4.x: default group"
@@ -394,9 +385,7 @@ def test_missing_working_directory(make_pueue):
     assert (refused.returncode, refused.stdout) == (1, "")
     assert refused.stderr.startswith("Error: ") and missing in refused.stderr
     assert modern.status()["tasks"] == {} and modern.jsonl("adds.jsonl") == []
-    assert status_tag(legacy.wait_for(accepted, "Done")["status"]) == "Done/FailedToSpawn", (
-        "3.x fails at spawn"
-    )
+    assert status_tag(legacy.wait_for(accepted, "Done")["status"]) == "Done/FailedToSpawn", "3.x fails at spawn"
 
 
 def test_daemon_down_and_never_started(make_pueue):
@@ -406,9 +395,7 @@ def test_daemon_down_and_never_started(make_pueue):
     down = stopped.run("status", "--json")
     assert (down.returncode, down.stdout) == (1, "")
     assert "while connecting to daemon. Did you start it?" in down.stderr
-    assert down.stderr.rstrip().endswith("No such file or directory (os error 2)"), (
-        "pueue ends with the OS error"
-    )
+    assert down.stderr.rstrip().endswith("No such file or directory (os error 2)"), "pueue ends with the OS error"
     fresh = never.run("status", "--json")
     assert (fresh.returncode, fresh.stdout) == (1, "")
     assert fresh.stderr == "Error: Couldn't find a configuration file. Did you start the daemon yet?\n"

@@ -81,9 +81,7 @@ def register(name: str, source_path: str, problem: str | None) -> Case | None:
             )
             case.label = label_for(case.pk)
             case.save(update_fields=["label"])
-            record_event(
-                case.pk, problem or "new case folder", new=status, detail={"source_path": source_path}
-            )
+            record_event(case.pk, problem or "new case folder", new=status, detail={"source_path": source_path})
     except IntegrityError:
         return None  # another scanner registered the same folder a moment ago
     return case
@@ -137,9 +135,7 @@ def is_complete(root: Path, now: float) -> bool:
         return True
     newest = root.lstat().st_mtime
     for dirpath, _dirnames, filenames in os.walk(root):
-        newest = max(
-            newest, os.lstat(dirpath).st_mtime, *(os.lstat(Path(dirpath, f)).st_mtime for f in filenames)
-        )
+        newest = max(newest, os.lstat(dirpath).st_mtime, *(os.lstat(Path(dirpath, f)).st_mtime for f in filenames))
     return now - newest >= settings.MQIC_QUIET_SECONDS
 
 

@@ -33,9 +33,7 @@ def job_command(entry_script: str, devices: str = "") -> str:
     """
     script = shlex.quote(f"./{entry_script}")
     marker, tmp, joblog = EXIT_MARKER, f"{EXIT_MARKER}.tmp", JOB_LOG
-    devices_env = (
-        f"CUDA_VISIBLE_DEVICES={shlex.quote(devices)}; export CUDA_VISIBLE_DEVICES; " if devices else ""
-    )
+    devices_env = f"CUDA_VISIBLE_DEVICES={shlex.quote(devices)}; export CUDA_VISIBLE_DEVICES; " if devices else ""
     return (
         f"rm -f {marker} {tmp}; "
         f"{{ {devices_env}if [ -x {script} ]; then {script}; else sh {script}; fi; echo $? > {tmp}; }} 2>&1"

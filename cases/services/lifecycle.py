@@ -24,9 +24,7 @@ S = CaseStatus
 log = logging.getLogger("mqic.lifecycle")
 
 
-def move_and_release(
-    case: Case, old: str, new: str, *, reason: str, detail=None, user=None, **fields
-) -> bool:
+def move_and_release(case: Case, old: str, new: str, *, reason: str, detail=None, user=None, **fields) -> bool:
     """Move the case and free its GPU group together; report whether this call won."""
     with transaction.atomic():
         if not transition(case, old, new, reason=reason, detail=detail, user=user, **fields):

@@ -115,9 +115,7 @@ def requeue_killed(case: Case, task: PueueTask, report: MonitorReport) -> None:
         report.requeued.append(case.name)
 
 
-def finish(
-    transport, case: Case, task: PueueTask | None, exit_code: int | None, report: MonitorReport
-) -> None:
+def finish(transport, case: Case, task: PueueTask | None, exit_code: int | None, report: MonitorReport) -> None:
     """Bring the results home, then end the case and free its GPU group."""
     results = Path(settings.MQIC_RESULTS_DIR) / case.name
     transport.download_dir(case.remote_dir, results, progress=lambda _got: crash_point("mid_download"))
@@ -127,7 +125,7 @@ def finish(
     detail = {"task": task.snapshot() if task else None, "exit_code": exit_code}
     fields = {"exit_code": exit_code, "result_path": str(results), "log_tail": log_tail(results)}
     if task is not None:
-        fields["last_seen_task"] = task.snapshot()
+        fields.update(last_seen_task=task.snapshot(), pueue_task_created_at=task.created_at)
     if ok:
         won = move_and_release(
             case, S.RUNNING, S.COMPLETED, reason="job finished with exit code 0", detail=detail, **fields

@@ -110,16 +110,16 @@ def release_groups_of_finished_cases(report: ReconcileReport) -> None:
     """A group ``assigned`` to a case that no longer holds a GPU is freed (the lie undone)."""
     for group in GpuGroup.objects.filter(status=GpuGroup.Status.ASSIGNED):
         holder = (
-            Case.objects.filter(pk=group.holder_id)
-            .values("status", "gpu_group_id", "lease_generation")
-            .first()
+            Case.objects.filter(pk=group.holder_id).values("status", "gpu_group_id", "lease_generation").first()
         )
-        if holder and holder["status"] in HOLDS_GPU and holder["gpu_group_id"] == group.pk:
-            if holder["lease_generation"] == group.lease_generation:
-                continue
-        if report.dry_run or release_group(
-            group.pk, holder_id=group.holder_id, generation=group.lease_generation
+        if (
+            holder
+            and holder["status"] in HOLDS_GPU
+            and holder["gpu_group_id"] == group.pk
+            and (holder["lease_generation"] == group.lease_generation)
         ):
+            continue
+        if report.dry_run or release_group(group.pk, holder_id=group.holder_id, generation=group.lease_generation):
             report.released_groups.append(group.name)
             if holder and not report.dry_run:
                 record_event(
@@ -131,17 +131,15 @@ def release_groups_of_finished_cases(report: ReconcileReport) -> None:
 def check_groups(host: HpcHost, state: PueueState, report: ReconcileReport) -> None:
     """Never offer a group whose pueue group runs work we did not start; report paused ones."""
     ours = set(
-        Case.objects.filter(
-            status__in=HOLDS_GPU, gpu_group__host=host, pueue_task_id__isnull=False
-        ).values_list("pueue_task_id", flat=True)
+        Case.objects.filter(status__in=HOLDS_GPU, gpu_group__host=host, pueue_task_id__isnull=False).values_list(
+            "pueue_task_id", flat=True
+        )
     )
     for group in host.gpu_groups.all():
         foreign = [t for t in state.live_tasks_in_group(group.pueue_group) if t.id not in ours]
         foreign = [t for t in foreign if not _is_submitting_here(t, group)]
         if foreign and not group.blocked_reason:
-            reason = (
-                f"{BLOCKED_BY_RECONCILER}pueue group {group.pueue_group} runs tasks {[t.id for t in foreign]}"
-            )
+            reason = f"{BLOCKED_BY_RECONCILER}pueue group {group.pueue_group} runs tasks {[t.id for t in foreign]}"
             if report.dry_run or set_blocked(group.pk, reason):
                 report.blocked_groups.append(group.name)
         elif not foreign and group.blocked_reason.startswith(BLOCKED_BY_RECONCILER) and not report.dry_run:
@@ -156,9 +154,7 @@ def check_groups(host: HpcHost, state: PueueState, report: ReconcileReport) -> N
 def _is_submitting_here(task, group: GpuGroup) -> bool:
     """A task of a case still in ``submitting`` on this group is ours, just not stored yet."""
     case_id = case_id_from_label(task.label)
-    return (
-        case_id is not None and Case.objects.filter(pk=case_id, status=S.SUBMITTING, gpu_group=group).exists()
-    )
+    return case_id is not None and Case.objects.filter(pk=case_id, status=S.SUBMITTING, gpu_group=group).exists()
 
 
 def find_orphans(state: PueueState) -> list[dict]:
@@ -181,10 +177,7 @@ def find_orphans(state: PueueState) -> list[dict]:
 def warn_once(case: Case, reason: str) -> None:
     """One warning per outage, not one per pass."""
     last = (
-        CaseEvent.objects.filter(case=case)
-        .order_by("-created_at", "-pk")
-        .values_list("reason", flat=True)
-        .first()
+        CaseEvent.objects.filter(case=case).order_by("-created_at", "-pk").values_list("reason", flat=True).first()
     )
     if not (last or "").startswith(NO_ANSWER):
         record_event(case.pk, reason)

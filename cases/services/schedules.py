@@ -5,10 +5,10 @@ schedules are the safety net; ``enqueue_due_passes`` (run by the ``tick`` comman
 few seconds) enqueues a pass as soon as there is work for it.
 """
 
+from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.models import Schedule
 from django_q.tasks import async_task
-from django.utils import timezone
 
 from resources.models import GpuGroup
 

@@ -26,7 +26,7 @@ from django.utils import timezone
 from resources.connections import pueue_for, record_contact
 from resources.models import GpuGroup, HpcHost
 from resources.remote.errors import OutcomeUnknown, RemoteError
-from resources.remote.pueue import AddSpec, UnknownGroup
+from resources.remote.pueue import AddSpec, DaemonDown, UnknownGroup
 from resources.services import lock_free_group, set_blocked
 
 from ..faults import crash_point
@@ -70,9 +70,7 @@ def submit_pass(limit: int | None = None) -> SubmitReport:
 def claim_cases(limit: int | None = None) -> list[Case]:
     """Lock a free GPU group for each waiting case, oldest first, until groups run out."""
     claimed = []
-    waiting = (
-        Case.objects.filter(status=S.SUBMITTED).order_by("created_at", "pk").values_list("pk", flat=True)
-    )
+    waiting = Case.objects.filter(status=S.SUBMITTED).order_by("created_at", "pk").values_list("pk", flat=True)
     for case_id in waiting[:limit] if limit else waiting.iterator():
         case = claim(case_id)
         if case is None and not GpuGroup.objects.filter(status=GpuGroup.Status.AVAILABLE).exists():
@@ -140,9 +138,7 @@ def adopt_earlier_attempts(pueue, cases: list[Case], report: SubmitReport) -> li
     state = pueue.status()
     fresh = []
     for case in cases:
-        live = [
-            t for t in state.find_by_label(case.label) if t.is_live and is_our_task(t, case, any_attempt=True)
-        ]
+        live = [t for t in state.find_by_label(case.label) if t.is_live and is_our_task(t, case, any_attempt=True)]
         if not live:
             fresh.append(case)
         elif adopt(pueue, case, live, reason="found a live task of an earlier attempt"):
@@ -175,7 +171,6 @@ def add_cases(host: HpcHost, pueue, cases: list[Case], report: SubmitReport) -> 
     record_contact(host)
     crash_point("after_pueue_add")
     for case, result in zip(cases, results, strict=True):
-        case.refresh_from_db(fields=["attempts"])
         if result.task_id is not None:
             stored = transition(
                 case,
@@ -188,10 +183,13 @@ def add_cases(host: HpcHost, pueue, cases: list[Case], report: SubmitReport) -> 
             )
             crash_point("after_task_stored")
             (report.started if stored else report.unknown).append(case.name)
-        else:
+        elif isinstance(result.error, DaemonDown | UnknownGroup):
+            # pueue refused before creating anything: a definite "no task".
             if isinstance(result.error, UnknownGroup):
-                set_blocked(
-                    case.gpu_group_id, f"pueue on {host.name} has no group {case.gpu_group.pueue_group}"
-                )
+                set_blocked(case.gpu_group_id, f"pueue on {host.name} has no group {case.gpu_group.pueue_group}")
             retry_or_fail(case, S.SUBMITTING, f"pueue add failed: {result.error}")
             report.returned.append(case.name)
+        else:
+            # Anything else (a cut connection, a daemon that died mid-request) may hide a task.
+            record_event(case.pk, f"pueue add outcome unknown, left for reconciliation: {result.error}")
+            report.unknown.append(case.name)

@@ -57,9 +57,7 @@ class LocalTransport:
                 raise OutcomeUnknown(f"local command {command!r} did not finish in {limit}s") from error
         return CommandResult(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
-    def upload_dir(
-        self, local_dir: Path, remote_dir: str, *, progress: ProgressCallback | None = None
-    ) -> None:
+    def upload_dir(self, local_dir: Path, remote_dir: str, *, progress: ProgressCallback | None = None) -> None:
         """Copy ``local_dir`` into ``remote_dir`` through ``tar -x`` fed by our tar stream."""
         members = tarstream.case_members(local_dir)
         self._feed(
@@ -91,9 +89,7 @@ class LocalTransport:
                 raise
             self._finish(process, command, err)
 
-    def download_dir(
-        self, remote_dir: str, local_dir: Path, *, progress: ProgressCallback | None = None
-    ) -> None:
+    def download_dir(self, remote_dir: str, local_dir: Path, *, progress: ProgressCallback | None = None) -> None:
         """Replace ``local_dir`` with a copy of ``remote_dir``, unpacked beside it then swapped in."""
         command = tarstream.tar_command(remote_dir)
         with (

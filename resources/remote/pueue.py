@@ -82,7 +82,7 @@ class PueueClient:
     """
 
     def __init__(self, transport: Transport, command: str = "pueue", *, timeout: float | None = None):
-        self._transport = transport
+        self.transport = transport
         self._pueue = shlex.split(command)
         if not self._pueue:
             raise ValueError("empty pueue command")
@@ -105,7 +105,7 @@ class PueueClient:
         or ``BadOutput``: a task may exist; look for it by label before adding again.
         """
         shell_command = self._add_command(AddSpec(command, label, group, workdir, env))
-        result = self._transport.run(shell_command, timeout=self._timeout)
+        result = self.transport.run(shell_command, timeout=self._timeout)
         return _added_task_id(shell_command, result)
 
     def add_many(self, specs: Iterable[AddSpec]) -> list[AddResult]:
@@ -123,7 +123,7 @@ class PueueClient:
             return []
         tag = f"MQIC-PUEUE-{secrets.token_hex(16)}"
         script = _batch_script(tag, commands)
-        result = self._transport.run("sh -s", stdin=script.encode(), timeout=self._timeout)
+        result = self.transport.run("sh -s", stdin=script.encode(), timeout=self._timeout)
         stdout_frames = _frames(tag, result.stdout)
         stderr_frames = _frames(tag, result.stderr)
         return [
@@ -223,7 +223,7 @@ class PueueClient:
     def _run(self, words: Sequence[str]) -> CommandResult:
         """Run pueue with ``words``; a non-zero exit becomes the matching ``CommandFailed``."""
         command = self._shell(words)
-        result = self._transport.run(command, timeout=self._timeout)
+        result = self.transport.run(command, timeout=self._timeout)
         if result.exit_code != 0:
             raise _failure(command, result)
         return result

@@ -133,9 +133,7 @@ class PueueState:
         return list(self._by_label.get(label, ()))
 
     def tasks_with_label_prefix(self, prefix: str) -> list[PueueTask]:
-        return _oldest_first(
-            t for t in self.tasks.values() if t.label is not None and t.label.startswith(prefix)
-        )
+        return _oldest_first(t for t in self.tasks.values() if t.label is not None and t.label.startswith(prefix))
 
     def live_tasks_in_group(self, group: str) -> list[PueueTask]:
         return _oldest_first(t for t in self.tasks.values() if t.group == group and t.is_live)

@@ -336,9 +336,7 @@ class SshTransport:
 
         return self._exchange(command, feed=feed, deadline=time.monotonic() + limit)
 
-    def upload_dir(
-        self, local_dir: Path, remote_dir: str, *, progress: ProgressCallback | None = None
-    ) -> None:
+    def upload_dir(self, local_dir: Path, remote_dir: str, *, progress: ProgressCallback | None = None) -> None:
         """Stream ``local_dir`` into ``remote_dir`` through one ``tar -x`` channel.
 
         The folder is checked before the channel opens, so an unsafe one changes nothing
@@ -368,17 +366,13 @@ class SshTransport:
         )
         result.check(command)
 
-    def download_dir(
-        self, remote_dir: str, local_dir: Path, *, progress: ProgressCallback | None = None
-    ) -> None:
+    def download_dir(self, remote_dir: str, local_dir: Path, *, progress: ProgressCallback | None = None) -> None:
         """Replace ``local_dir`` with ``remote_dir``, unpacked beside it and then swapped in."""
         command = tarstream.tar_command(remote_dir)
         with tarstream.staged_dir(local_dir) as staging:
             result = self._exchange(
                 command,
-                consume=lambda reader: tarstream.extract_tar(
-                    tarstream.CountingReader(reader, progress), staging
-                ),
+                consume=lambda reader: tarstream.extract_tar(tarstream.CountingReader(reader, progress), staging),
             )
             result.check(command)
 
@@ -489,9 +483,7 @@ class SshTransport:
             # Closing the connection also closes the channel and, unlike closing the channel
             # alone, cannot block behind a writer stuck on a dead link.
             self._drop(client)
-            raise OutcomeUnknown(
-                f"{self.target}: {_shown(command)!r} did not finish in time; connection closed"
-            )
+            raise OutcomeUnknown(f"{self.target}: {_shown(command)!r} did not finish in time; connection closed")
         channel.close()
         return self._conclude(client, command, start, out, err, status)
 

@@ -42,9 +42,7 @@ class Transport(Protocol):
     def run(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None) -> CommandResult:
         """Run a shell command remotely; raise ``OutcomeUnknown`` if we cannot tell what happened."""
 
-    def upload_dir(
-        self, local_dir: Path, remote_dir: str, *, progress: ProgressCallback | None = None
-    ) -> None:
+    def upload_dir(self, local_dir: Path, remote_dir: str, *, progress: ProgressCallback | None = None) -> None:
         """Copy the contents of ``local_dir`` into ``remote_dir`` (created) as one streamed tar."""
 
     def upload_tree(
@@ -52,9 +50,7 @@ class Transport(Protocol):
     ) -> None:
         """Replace each ``remote_base/<name>`` with its local folder, all in ONE streamed tar."""
 
-    def download_dir(
-        self, remote_dir: str, local_dir: Path, *, progress: ProgressCallback | None = None
-    ) -> None:
+    def download_dir(self, remote_dir: str, local_dir: Path, *, progress: ProgressCallback | None = None) -> None:
         """Replace ``local_dir`` with the contents of ``remote_dir`` (streamed tar, swapped in)."""
 
     def close(self) -> None: ...

@@ -320,9 +320,7 @@ def append_jsonl(path: str, record: dict) -> None:
 
 def format_table(rows: list[list[str]]) -> str:
     widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[col]) for col, cell in enumerate(row)).rstrip() for row in rows
-    )
+    return "\n".join("  ".join(cell.ljust(widths[col]) for col, cell in enumerate(row)).rstrip() for row in rows)
 
 
 def describe_status(task: dict) -> str:
@@ -549,16 +547,12 @@ class Daemon:
         if request["print_task_id"]:
             return success(str(task_id))
         paused = (
-            "\nThe group of this task is currently paused!"
-            if self.groups[group]["status"] == "Paused"
-            else ""
+            "\nThe group of this task is currently paused!" if self.groups[group]["status"] == "Paused" else ""
         )
         return success(f"New task added (id {task_id}).{paused}")
 
     def _cmd_status(self, request: dict) -> dict:
-        tasks = [
-            self.tasks[i] for i in sorted(self.tasks) if request["group"] in (None, self.tasks[i]["group"])
-        ]
+        tasks = [self.tasks[i] for i in sorted(self.tasks) if request["group"] in (None, self.tasks[i]["group"])]
         groups = {name: self.groups[name] for name in sorted(self.groups)}
         if request["json"]:
             rendered = {str(task["id"]): render_task(task, self.version) for task in tasks}
@@ -615,9 +609,7 @@ class Daemon:
             }
             return success(compact_json(logs))
         shown = [t for t in tasks if t["status"] in ("Done", *ACTIVE)]
-        return success(
-            "\n\n".join(f"--- Task {t['id']}: {describe_status(t)}\n{outputs[t['id']]}" for t in shown)
-        )
+        return success("\n\n".join(f"--- Task {t['id']}: {describe_status(t)}\n{outputs[t['id']]}" for t in shown))
 
     def _cmd_clean(self, request: dict) -> dict:
         for task in list(self.tasks.values()):
@@ -631,9 +623,7 @@ class Daemon:
         return success(f"All{only} finished tasks have been removed{where}")
 
     def _cmd_remove(self, request: dict) -> dict:
-        response, targets = self._task_action(
-            request["task_ids"], ("Queued", "Done"), "Tasks removed from list"
-        )
+        response, targets = self._task_action(request["task_ids"], ("Queued", "Done"), "Tasks removed from list")
         for task in targets:
             self._forget(task["id"])
         self.save()
@@ -835,9 +825,7 @@ def parse_signal(text: str) -> int:
 
 
 def build_parser(version: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pueue", description="SANDBOX stand-in for pueue (tests/demo only)."
-    )
+    parser = argparse.ArgumentParser(prog="pueue", description="SANDBOX stand-in for pueue (tests/demo only).")
     parser.add_argument("-V", "--version", action="version", version=f"pueue {version}")
     commands = parser.add_subparsers(dest="cmd")
     commands.add_parser("add", help="-l LABEL -g GROUP -w DIR -p -- COMMAND...")

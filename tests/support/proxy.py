@@ -129,9 +129,7 @@ class FaultProxy:
 
     def _forward(self, link: _Link, direction: str) -> None:
         """Copy one direction of a link chunk by chunk, applying the mode current at each chunk."""
-        source, sink = (
-            (link.client, link.upstream) if direction == "upstream" else (link.upstream, link.client)
-        )
+        source, sink = (link.client, link.upstream) if direction == "upstream" else (link.upstream, link.client)
         counted_mode, counted = None, 0
         while True:
             try:

@@ -9,13 +9,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         host, groups = configure_from_settings(settings)
-        where = (
-            "this machine (local sandbox)"
-            if host.is_local
-            else f"{host.username}@{host.hostname}:{host.port}"
-        )
-        self.stdout.write(
-            f"host {host.name}: {where}, base dir {host.base_dir}, pueue {host.pueue_command!r}"
-        )
+        where = "this machine (local sandbox)" if host.is_local else f"{host.username}@{host.hostname}:{host.port}"
+        self.stdout.write(f"host {host.name}: {where}, base dir {host.base_dir}, pueue {host.pueue_command!r}")
         for group in groups:
             self.stdout.write(f"  GPU group {group.name} -> pueue group {group.pueue_group} ({group.status})")

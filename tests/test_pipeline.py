@@ -1,0 +1,99 @@
+"""The pipeline in-process against the real sshd and the sandbox pueue: scan, submit, monitor."""
+
+import time
+
+import pytest
+
+from cases.models import Case, CaseStatus
+from cases.services import intake, monitoring, submission
+from resources.models import GpuGroup, HpcHost
+from resources.remote import ssh
+
+S = CaseStatus
+
+
+@pytest.fixture
+def dirs(tmp_path, settings):
+    settings.MQIC_NEW_CASES_DIR = tmp_path / "new_cases"
+    settings.MQIC_RESULTS_DIR = tmp_path / "results"
+    settings.MQIC_NEW_CASES_DIR.mkdir()
+    return settings
+
+
+def drop_case(settings, name, script="echo result > output.txt\n", files=3):
+    folder = settings.MQIC_NEW_CASES_DIR / name
+    folder.mkdir()
+    (folder / "run.sh").write_text(script)
+    for n in range(files):
+        (folder / f"input{n}.dat").write_bytes(bytes([n]) * 20_000)
+    (folder / "READY").touch()
+    return folder
+
+
+def run_until_quiet(timeout=30):
+    """Monitor and submit until no case is submitted, submitting or running."""
+    deadline = time.monotonic() + timeout
+    while Case.objects.filter(status__in=[S.SUBMITTED, S.SUBMITTING, S.RUNNING]).exists():
+        assert time.monotonic() < deadline, list(Case.objects.values_list("name", "status"))
+        monitoring.monitor_pass()
+        submission.submit_pass()
+        time.sleep(0.2)
+
+
+def test_cases_run_to_completion_with_results_and_released_gpus(hpc, sandbox, dirs):
+    for name in ["one", "two $(x)", "-three"]:
+        drop_case(dirs, name)
+    drop_case(dirs, "broken", script="echo partial > partial.txt; echo 'it broke' >&2; exit 7\n")
+    assert len(intake.scan().registered) == 4
+
+    ssh.close_all()
+    ssh.reset_stats()
+    report = submission.submit_pass()
+    assert len(report.started) == 2, report  # two GPU groups
+    assert ssh.stats().connections_opened == 1
+    assert ssh.stats().channels_opened == 2  # one upload stream, one batch of adds
+    assert Case.objects.filter(status=S.SUBMITTED).count() == 2
+
+    run_until_quiet()
+    statuses = dict(Case.objects.values_list("name", "status"))
+    assert statuses == {
+        "one": S.COMPLETED,
+        "two $(x)": S.COMPLETED,
+        "-three": S.COMPLETED,
+        "broken": S.FAILED,
+    }
+    for name in ["one", "two $(x)", "-three"]:
+        case = Case.objects.get(name=name)
+        assert (dirs.MQIC_RESULTS_DIR / name / "output.txt").read_text() == "result\n"
+        assert case.exit_code == 0 and case.result_path == str(dirs.MQIC_RESULTS_DIR / name)
+        assert case.pueue_task_created_at is not None
+    broken = Case.objects.get(name="broken")
+    assert broken.exit_code == 7 and "exit code 7" in broken.last_error
+    assert "it broke" in broken.log_tail
+    assert (dirs.MQIC_RESULTS_DIR / "broken" / "partial.txt").exists()
+    assert set(GpuGroup.objects.values_list("status", flat=True)) == {"available"}
+    labels = [a["label"] for a in sandbox.adds()]
+    assert sorted(labels) == sorted(Case.objects.values_list("label", flat=True))
+
+
+def test_without_a_free_gpu_cases_wait_untouched(hpc, dirs):
+    GpuGroup.objects.update(status=GpuGroup.Status.DISABLED)
+    drop_case(dirs, "waiting")
+    intake.scan()
+    report = submission.submit_pass()
+    assert report.started == [] and report.host_errors == {}
+    case = Case.objects.get()
+    assert case.status == S.SUBMITTED and case.events.count() == 1
+
+
+def test_an_unreachable_host_fails_nothing_and_says_why(hpc, dirs):
+    HpcHost.objects.update(port=1)  # nothing listens there
+    drop_case(dirs, "patient")
+    intake.scan()
+    report = submission.submit_pass()
+    assert "sshd" in report.host_errors and report.returned == ["patient"]
+    case = Case.objects.get()
+    assert (case.status, case.attempts) == (S.SUBMITTED, 0)
+    assert "upload to sshd failed" in case.events.last().reason
+    assert GpuGroup.objects.filter(status="assigned").count() == 0
+    assert HpcHost.objects.get().last_error
