@@ -130,7 +130,11 @@ MQIC_HPC_USER = os.environ.get("MQIC_HPC_USER", "")
 MQIC_HPC_KEY = os.environ.get("MQIC_HPC_KEY", "")
 MQIC_HPC_KNOWN_HOSTS = os.environ.get("MQIC_HPC_KNOWN_HOSTS", "")
 MQIC_HPC_BASE_DIR = os.environ.get("MQIC_HPC_BASE_DIR", str(BASE_DIR / "var" / "hpc" / "cases"))
-MQIC_PUEUE = os.environ.get("MQIC_PUEUE", "pueue")
+# With the local sandbox HPC, pueue is the sandbox stand-in that `make run` installs.
+MQIC_SANDBOX_DIR = BASE_DIR / "var" / "sandbox"
+MQIC_PUEUE = os.environ.get(
+    "MQIC_PUEUE", str(MQIC_SANDBOX_DIR / "bin" / "pueue") if MQIC_HPC_HOST == "local" else "pueue"
+)
 MQIC_GPU_GROUPS = env_list("MQIC_GPU_GROUPS", "gpu_a,gpu_b")
 MQIC_LABEL_PREFIX = os.environ.get("MQIC_LABEL_PREFIX", "mqic_case_")
 MQIC_ENTRY_SCRIPT = os.environ.get("MQIC_ENTRY_SCRIPT", "run.sh")
@@ -165,3 +169,4 @@ if os.environ.get("MQIC_Q_BROKER", "orm") == "redis":
     Q_CLUSTER["redis"] = os.environ.get("MQIC_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Set to pin the installation key in labels; empty: one is generated once per database.
 MQIC_INSTALLATION_KEY = os.environ.get("MQIC_INSTALLATION_KEY", "")
+MQIC_PORT = int(os.environ.get("MQIC_PORT", "8000"))

@@ -89,6 +89,7 @@ class PueueTask:
             "id": self.id,
             "label": self.label,
             "group": self.group,
+            "path": self.path,
             "command": self.command,
             "status": self.status.value,
             "result": self.result.value if self.result else None,
