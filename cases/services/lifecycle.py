@@ -13,7 +13,7 @@ from django.db import transaction
 
 from resources.remote.errors import RemoteError
 from resources.remote.pueue import PueueClient
-from resources.remote.pueue_state import PueueTask
+from resources.remote.pueue_state import PueueTask, TaskStatus
 from resources.services import release_group
 
 from ..faults import crash_point
@@ -51,9 +51,8 @@ def retry_or_fail(case: Case, old: str, reason: str, *, detail=None) -> bool:
             reason=f"{reason}; attempt {case.attempts} of {settings.MQIC_MAX_ATTEMPTS}",
             detail=detail,
         )
-    return move_and_release(
-        case, old, S.FAILED, reason=f"{reason}; no attempts left", detail=detail, last_error=reason
-    )
+    why = f"{reason}; no attempts left"
+    return move_and_release(case, old, S.FAILED, reason=why, detail=detail, last_error=why)
 
 
 def adopt(pueue: PueueClient, case: Case, tasks: list[PueueTask], *, reason: str) -> bool:
@@ -72,10 +71,19 @@ def adopt(pueue: PueueClient, case: Case, tasks: list[PueueTask], *, reason: str
         last_seen_task=keep.snapshot(),
         lease_expires_at=None,
     )
-    live_extra = [t.id for t in extra if t.is_live]
-    if won and live_extra:
-        try:
-            pueue.kill(live_extra)
-        except RemoteError as error:
-            record_event(case.pk, f"could not kill duplicate tasks {live_extra}: {error}", detail=detail)
+    if won and extra:
+        stop_tasks(pueue, case, extra)
     return won
+
+
+def stop_tasks(pueue: PueueClient, case: Case, tasks: list[PueueTask]) -> None:
+    """Kill the running ones and remove the waiting ones, always by explicit id."""
+    running = [t.id for t in tasks if t.status in (TaskStatus.RUNNING, TaskStatus.PAUSED)]
+    waiting = [t.id for t in tasks if t.is_live and t.id not in running]
+    try:
+        if running:
+            pueue.kill(running)
+        if waiting:
+            pueue.remove(waiting)
+    except RemoteError as error:
+        record_event(case.pk, f"could not stop duplicate tasks {running + waiting}: {error}")

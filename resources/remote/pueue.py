@@ -206,6 +206,15 @@ class PueueClient:
         options = _option("-s", signal, "signal") if signal is not None else []
         self._run(["kill", *options, *(str(task_id) for task_id in ids)])
 
+    def remove(self, ids: Iterable[int]) -> None:
+        """Remove queued, stashed or finished tasks (``kill`` only reaches running ones)."""
+        ids = list(ids)
+        if not ids:
+            raise ValueError("no task ids to remove")
+        for task_id in ids:
+            _check_count(task_id, "task id", minimum=0)
+        self._run(["remove", *(str(task_id) for task_id in ids)])
+
     def group_add(self, name: str, parallel: int = 1) -> None:
         """Create a group. pueue 3.x creates it asynchronously: it may not be listed immediately."""
         _check_count(parallel, "parallel", minimum=1)

@@ -1,0 +1,245 @@
+"""Reconciliation decisions against the real sshd and sandbox pueue, one situation at a time."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from cases.models import Case, CaseEvent, CaseStatus
+from cases.services import intake, monitoring, reconciliation, submission
+from cases.services.jobs import EXIT_MARKER, job_command
+from cases.services.labels import label_prefix
+from resources.models import GpuGroup, HpcHost
+from tests.support.system import wait_for
+
+S = CaseStatus
+
+
+@pytest.fixture
+def inbox(tmp_path, settings):
+    settings.MQIC_NEW_CASES_DIR = tmp_path / "new_cases"
+    settings.MQIC_RESULTS_DIR = tmp_path / "results"
+    settings.MQIC_NEW_CASES_DIR.mkdir()
+    settings.MQIC_CLOCK_SKEW_SECONDS = 5
+    return settings.MQIC_NEW_CASES_DIR
+
+
+def new_case(inbox, name="c", script="echo ok > out.txt\n") -> Case:
+    folder = inbox / name
+    folder.mkdir()
+    (folder / "run.sh").write_text(script)
+    (folder / "READY").touch()
+    intake.scan()
+    return Case.objects.get(name=name)
+
+
+def claim_and_add(case, sandbox, copies=1) -> list[int]:
+    """The danger zone: claimed, uploaded and added remotely, but the id never stored."""
+    claimed = submission.claim(case.pk)
+    host = claimed.gpu_group.host
+    Path(claimed.remote_dir).mkdir(parents=True, exist_ok=True)
+    (Path(claimed.remote_dir) / "run.sh").write_text((Path(case.source_path) / "run.sh").read_text())
+    ids = []
+    for _ in range(copies):
+        done = sandbox.cli(
+            "add",
+            "-l",
+            claimed.label,
+            "-g",
+            claimed.gpu_group.pueue_group,
+            "-w",
+            claimed.remote_dir,
+            "-p",
+            "--",
+            job_command("run.sh"),
+        )
+        ids.append(int(done.stdout.strip()))
+    assert host.base_dir == str(sandbox.base_dir)
+    return ids
+
+
+def expire_lease(case):
+    Case.objects.filter(pk=case.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+
+def test_a_live_submission_is_left_alone_until_its_lease_expires(hpc, sandbox, inbox):
+    case = new_case(inbox)
+    claim_and_add(case, sandbox)
+    reconciliation.reconcile_pass()
+    assert Case.objects.get(pk=case.pk).status == S.SUBMITTING
+
+
+def test_one_task_with_the_label_is_adopted(hpc, sandbox, inbox):
+    case = new_case(inbox)
+    [task_id] = claim_and_add(case, sandbox)
+    expire_lease(case)
+    report = reconciliation.reconcile_pass()
+    case.refresh_from_db()
+    assert report.adopted == ["c"]
+    assert (case.status, case.pueue_task_id) == (S.RUNNING, task_id)
+    assert case.pueue_task_created_at is not None
+    event = case.events.last()
+    assert "adopted pueue task" in event.reason and event.detail["adopted"]["id"] == task_id
+    assert len(sandbox.adds()) == 1
+
+
+def test_duplicates_adopt_the_oldest_and_kill_the_rest_by_id(hpc, sandbox, inbox):
+    case = new_case(inbox, script="sleep 30\n")
+    first, second = claim_and_add(case, sandbox, copies=2)
+    expire_lease(case)
+    reconciliation.reconcile_pass()
+    case.refresh_from_db()
+    assert case.pueue_task_id == first
+    assert str(second) not in sandbox.status()["tasks"]  # it was queued: removed, by its id
+    assert f"killing duplicates [{second}]" in case.events.last().reason
+    sandbox.cli("kill", str(first))
+
+
+def test_no_task_and_an_answer_means_retry_then_fail(hpc, sandbox, inbox, settings):
+    settings.MQIC_MAX_ATTEMPTS = 2
+    case = new_case(inbox)
+    for attempt, final in [(1, S.SUBMITTED), (2, S.FAILED)]:
+        submission.claim(case.pk)
+        Case.objects.filter(pk=case.pk).update(attempts=attempt)
+        expire_lease(case)
+        reconciliation.reconcile_pass()
+        case.refresh_from_db()
+        assert case.status == final
+        assert GpuGroup.objects.filter(status="assigned").count() == 0
+    assert "no attempts left" in case.last_error
+    assert "holds no task of this attempt" in case.events.filter(to_status=S.FAILED).get().reason
+
+
+def test_an_unanswered_host_changes_nothing_and_warns_once(hpc, sandbox, inbox):
+    case = new_case(inbox)
+    submission.claim(case.pk)
+    expire_lease(case)
+    sandbox.stop()  # pueue's daemon is down: status fails
+    for _ in range(3):
+        report = reconciliation.reconcile_pass()
+    case.refresh_from_db()
+    assert case.status == S.SUBMITTING and "sshd" in report.host_errors
+    warnings = case.events.filter(reason__startswith=reconciliation.NO_ANSWER)
+    assert warnings.count() == 1 and "Did you start it?" in warnings.get().reason
+    assert GpuGroup.objects.filter(status="assigned").count() == 1
+    sandbox.start()
+    reconciliation.reconcile_pass()
+    assert Case.objects.get(pk=case.pk).status == S.SUBMITTED
+
+
+def test_an_unreachable_host_is_not_found_either(hpc, sandbox, inbox):
+    case = new_case(inbox)
+    submission.claim(case.pk)
+    expire_lease(case)
+    HpcHost.objects.update(port=1)
+    reconciliation.reconcile_pass()
+    assert Case.objects.get(pk=case.pk).status == S.SUBMITTING
+
+
+def test_a_namesake_task_is_never_adopted(hpc, sandbox, inbox):
+    """Same label, but another folder (a restored database, another installation)."""
+    case = new_case(inbox)
+    claimed = submission.claim(case.pk)
+    sandbox.cli("add", "-l", claimed.label, "-g", "gpu_a", "-w", str(sandbox.base_dir), "--", "sleep 30")
+    expire_lease(case)
+    report = reconciliation.reconcile_pass()
+    case.refresh_from_db()
+    assert case.status == S.SUBMITTED and case.pueue_task_id is None
+    assert "carry the label but not this attempt's evidence" in case.events.last().reason
+    assert [o["label"] for o in report.orphans] == [claimed.label]
+    assert report.blocked_groups == ["gpu_a"]  # a task MQIC does not own runs there
+    assert submission.claim(case.pk).gpu_group.name == "gpu_b"
+
+
+def test_a_retry_adopts_a_live_task_of_an_earlier_attempt_instead_of_adding(hpc, sandbox, inbox):
+    case = new_case(inbox, script="sleep 30\n")
+    [task_id] = claim_and_add(case, sandbox)
+    # Someone put the case back by hand while its task still ran.
+    Case.objects.filter(pk=case.pk).update(status=S.SUBMITTED, attempts=1)
+    GpuGroup.objects.update(status="available", holder_id=None)
+    report = submission.submit_pass()
+    assert report.adopted == ["c"] and len(sandbox.adds()) == 1
+    assert Case.objects.get(pk=case.pk).pueue_task_id == task_id
+    sandbox.cli("kill", str(task_id))
+
+
+def start_running(inbox, script="echo ok > out.txt\n", name="c"):
+    new_case(inbox, name=name, script=script)
+    assert submission.submit_pass().started == [name]
+    return Case.objects.get(name=name)
+
+
+def test_a_cleaned_task_is_judged_by_its_exit_marker(hpc, sandbox, inbox):
+    case = start_running(inbox)
+    wait_for(lambda: (Path(case.remote_dir) / EXIT_MARKER).exists(), 10, "the job to end")
+    sandbox.cli("clean")
+    monitoring.monitor_pass()
+    case.refresh_from_db()
+    assert case.status == S.COMPLETED and case.exit_code == 0
+
+
+def test_a_vanished_task_without_marker_fails_as_lost_after_the_grace_period(hpc, sandbox, inbox, settings):
+    settings.MQIC_LOST_GRACE_SECONDS = 60
+    case = start_running(inbox, script="sleep 30\n")
+    sandbox.cli("kill", str(case.pueue_task_id))
+    wait_for(lambda: "Done" in str(sandbox.status()["tasks"][str(case.pueue_task_id)]["status"]), 10, "kill")
+    sandbox.cli("clean")
+    monitoring.monitor_pass()
+    case.refresh_from_db()
+    assert case.status == S.RUNNING and case.task_missing_since is not None
+    Case.objects.filter(pk=case.pk).update(task_missing_since=timezone.now() - timedelta(seconds=61))
+    monitoring.monitor_pass()
+    case.refresh_from_db()
+    assert case.status == S.FAILED and case.last_error.startswith("lost:")
+    assert case.events.last().detail["task_missing_since"]
+    assert GpuGroup.objects.filter(status="assigned").count() == 0
+
+
+def test_a_pueued_restart_requeues_killed_tasks_and_reports_paused_groups(hpc, sandbox, inbox):
+    first = start_running(inbox, script="sleep 30\n", name="first")
+    sandbox.cli("add", "-g", "gpu_b", "--", "sleep 30")  # not ours: queued behind nothing, runs
+    sandbox.cli("add", "-g", "gpu_b", "--", "sleep 30")  # queued: gpu_b will be paused
+    sandbox.restart()
+    report = monitoring.monitor_pass()
+    assert report.requeued == ["first"]
+    first.refresh_from_db()
+    assert first.status == S.SUBMITTED and "killed outside MQIC" in first.events.last().reason
+    reconcile = reconciliation.reconcile_pass()
+    assert reconcile.paused_groups == ["gpu_b"]
+    assert sandbox.status()["groups"]["gpu_b"]["status"] == "Paused"
+
+
+def test_paused_groups_are_resumed_only_when_configured(hpc, sandbox, inbox, settings):
+    sandbox.cli("pause", "-g", "gpu_a")
+    reconciliation.reconcile_pass()
+    assert sandbox.status()["groups"]["gpu_a"]["status"] == "Paused"
+    settings.MQIC_RESUME_PAUSED_GROUPS = True
+    reconciliation.reconcile_pass()
+    assert sandbox.status()["groups"]["gpu_a"]["status"] == "Running"
+
+
+def test_a_group_assigned_to_a_finished_case_is_released(hpc, sandbox, inbox):
+    case = new_case(inbox)
+    submission.claim(case.pk)
+    Case.objects.filter(pk=case.pk).update(status=S.FAILED)  # as an old bug might have left it
+    report = reconciliation.reconcile_pass()
+    assert len(report.released_groups) == 1
+    assert GpuGroup.objects.filter(status="assigned").count() == 0
+    assert "still assigned to this case while failed" in CaseEvent.objects.filter(case=case).last().reason
+
+
+def test_dry_run_changes_nothing(hpc, sandbox, inbox):
+    case = new_case(inbox)
+    claim_and_add(case, sandbox)
+    expire_lease(case)
+    report = reconciliation.reconcile_pass(dry_run=True)
+    assert report.adopted == ["c"] and str(report).startswith("(dry run)")
+    assert Case.objects.get(pk=case.pk).status == S.SUBMITTING
+
+
+def test_orphans_are_tasks_with_our_prefix_and_no_live_case(hpc, sandbox, inbox):
+    sandbox.cli("add", "-l", f"{label_prefix()}999", "-g", "default", "--", "sleep 30")
+    sandbox.cli("add", "-l", "mqic_case_otherinstall_1", "-g", "default", "--", "sleep 30")
+    report = reconciliation.reconcile_pass()
+    assert [o["label"] for o in report.orphans] == [f"{label_prefix()}999"]
