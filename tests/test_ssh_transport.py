@@ -350,10 +350,8 @@ def test_changed_host_key_is_refused_loudly(sshd, tmp_path, trust):
     impostor = generate_key(tmp_path / "other_host_key")
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {impostor}\n")
-    if trust == "host_key":
-        target = sshd.target(host_key=impostor)
-    else:
-        target = sshd.target(known_hosts=str(known_hosts))
+    trusted = {"host_key": impostor} if trust == "host_key" else {"known_hosts": str(known_hosts)}
+    target = sshd.target(**trusted)
 
     with pytest.raises(ChangedHostKey) as refused:
         SshTransport(target).run("true")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,25 +36,17 @@ def running_system(settings, *, log_dir: Path, commands=("qcluster", "watch_case
         yield processes
     finally:
         for process, _out in processes:
-            with _no_such_process():
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         for process, out in processes:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                with _no_such_process():
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
             out.close()
-
-
-@contextmanager
-def _no_such_process():
-    try:
-        yield
-    except ProcessLookupError:
-        pass
 
 
 def wait_for(predicate, timeout: float, message="condition", interval=0.25):
