@@ -35,9 +35,9 @@ def move_and_release(case: Case, old: str, new: str, *, reason: str, detail=None
     return True
 
 
-def give_back(case: Case, reason: str, *, detail=None) -> bool:
-    """No add was attempted, so nothing runs remotely: back to ``submitted``, GPU released."""
-    return move_and_release(case, S.SUBMITTING, S.SUBMITTED, reason=reason, detail=detail)
+def give_back(case: Case, reason: str, *, detail=None, **fields) -> bool:
+    """Nothing of this attempt runs remotely: back to ``submitted``, GPU released."""
+    return move_and_release(case, S.SUBMITTING, S.SUBMITTED, reason=reason, detail=detail, **fields)
 
 
 def retry_or_fail(case: Case, old: str, reason: str, *, detail=None) -> bool:

@@ -129,26 +129,38 @@ def release_groups_of_finished_cases(report: ReconcileReport) -> None:
 
 
 def check_groups(host: HpcHost, state: PueueState, report: ReconcileReport) -> None:
-    """Never offer a group whose pueue group runs work we did not start; report paused ones."""
+    """Never offer a group whose pueue group runs work we did not start, or is paused."""
     ours = set(
         Case.objects.filter(status__in=HOLDS_GPU, gpu_group__host=host, pueue_task_id__isnull=False).values_list(
             "pueue_task_id", flat=True
         )
     )
     for group in host.gpu_groups.all():
-        foreign = [t for t in state.live_tasks_in_group(group.pueue_group) if t.id not in ours]
-        foreign = [t for t in foreign if not _is_submitting_here(t, group)]
-        if foreign and not group.blocked_reason:
-            reason = f"{BLOCKED_BY_RECONCILER}pueue group {group.pueue_group} runs tasks {[t.id for t in foreign]}"
-            if report.dry_run or set_blocked(group.pk, reason):
-                report.blocked_groups.append(group.name)
-        elif not foreign and group.blocked_reason.startswith(BLOCKED_BY_RECONCILER) and not report.dry_run:
-            set_blocked(group.pk, "")
+        foreign = [t.id for t in state.live_tasks_in_group(group.pueue_group) if t.id not in ours]
+        foreign = [i for i in foreign if not _is_submitting_here(state.tasks[i], group)]
         pueue_group = state.groups.get(group.pueue_group)
-        if pueue_group is not None and pueue_group.status == GroupStatus.PAUSED:
+        paused = pueue_group is not None and pueue_group.status == GroupStatus.PAUSED
+        if paused:
             report.paused_groups.append(group.pueue_group)
             if settings.MQIC_RESUME_PAUSED_GROUPS and not report.dry_run:
                 pueue_for(host).start_group(group.pueue_group)
+                paused = False
+        reason = blocking_reason(group, foreign, paused)
+        if reason and not group.blocked_reason:
+            if report.dry_run or set_blocked(group.pk, reason):
+                report.blocked_groups.append(group.name)
+        elif not reason and group.blocked_reason.startswith(BLOCKED_BY_RECONCILER) and not report.dry_run:
+            set_blocked(group.pk, "")
+
+
+def blocking_reason(group: GpuGroup, foreign: list[int], paused: bool) -> str:
+    if foreign:
+        return (
+            f"{BLOCKED_BY_RECONCILER}pueue group {group.pueue_group} runs tasks {foreign} that MQIC did not start"
+        )
+    if paused:
+        return f"{BLOCKED_BY_RECONCILER}pueue group {group.pueue_group} is paused (resume it with pueue start -g)"
+    return ""
 
 
 def _is_submitting_here(task, group: GpuGroup) -> bool:

@@ -183,10 +183,13 @@ def add_cases(host: HpcHost, pueue, cases: list[Case], report: SubmitReport) -> 
             )
             crash_point("after_task_stored")
             (report.started if stored else report.unknown).append(case.name)
-        elif isinstance(result.error, DaemonDown | UnknownGroup):
+        elif isinstance(result.error, DaemonDown):
+            # pueued is down: nothing was created, and it is no fault of the case's.
+            give_back(case, f"pueue add refused, will retry: {result.error}", attempts=F("attempts") - 1)
+            report.returned.append(case.name)
+        elif isinstance(result.error, UnknownGroup):
             # pueue refused before creating anything: a definite "no task".
-            if isinstance(result.error, UnknownGroup):
-                set_blocked(case.gpu_group_id, f"pueue on {host.name} has no group {case.gpu_group.pueue_group}")
+            set_blocked(case.gpu_group_id, f"pueue on {host.name} has no group {case.gpu_group.pueue_group}")
             retry_or_fail(case, S.SUBMITTING, f"pueue add failed: {result.error}")
             report.returned.append(case.name)
         else:

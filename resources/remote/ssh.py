@@ -390,7 +390,7 @@ class SshTransport:
             self._pid, self._client, self._lock = os.getpid(), None, threading.Lock()
         with self._lock:
             client = self._client
-            if client is not None and client.get_transport().is_active():
+            if client is not None and (link := client.get_transport()) is not None and link.is_active():
                 return client, False
             if client is not None:
                 client.close()

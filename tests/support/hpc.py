@@ -8,6 +8,8 @@ folder that plays the remote base directory. Fixtures here build it and the data
 from __future__ import annotations
 
 import json
+import os
+import signal
 import shutil
 import subprocess
 import tempfile
@@ -108,3 +110,18 @@ def sandbox():
 def hpc(sshd, sandbox, db):
     """The database pointed at the sandbox over sshd: host ``sshd`` with GPU groups gpu_a, gpu_b."""
     return make_hpc_host(sshd, sandbox)
+
+
+def kill_hung_clients(sandbox: Sandbox) -> None:
+    """End ``pueue`` CLI processes left hanging by a fault hook (they would sleep for an hour)."""
+    marker = f"PUEUE_SANDBOX_DIR={sandbox.state_dir}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0") and b" add" in (
+                proc / "cmdline"
+            ).read_bytes().replace(b"\0", b" "):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue

@@ -154,6 +154,12 @@ class SshServer:
                 return self
         raise RuntimeError(f"sshd did not start; log:\n{self.log.read_text()}")
 
+    def restart(self) -> SshServer:
+        """Start again after ``stop()`` with the same port and keys, as a rebooted host would."""
+        if not self._launch():
+            raise RuntimeError(f"sshd did not restart on port {self.port}; log:\n{self.log.read_text()}")
+        return self
+
     def _launch(self) -> bool:
         """Start sshd in the foreground; True once it answers with an SSH banner."""
         config = self._write_config()

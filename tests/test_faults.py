@@ -1,0 +1,179 @@
+"""Faults between MQIC and the remote side: nothing is failed on an unknown outcome, and
+everything finishes once the fault clears. Real sshd, real sandbox, a real TCP proxy."""
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from cases.models import Case, CaseStatus
+from cases.services import intake, monitoring, reconciliation, submission
+from resources.models import GpuGroup, HpcHost
+from resources.remote import ssh
+from tests.support import invariants
+from tests.support.hpc import Sandbox, kill_hung_clients, make_hpc_host, overlaps_per_group
+from tests.support.processes import REPO, django_env
+from tests.support.sshd import SshServer
+
+S = CaseStatus
+
+
+@pytest.fixture
+def inbox(tmp_path, settings):
+    settings.MQIC_NEW_CASES_DIR = tmp_path / "new_cases"
+    settings.MQIC_RESULTS_DIR = tmp_path / "results"
+    settings.MQIC_NEW_CASES_DIR.mkdir()
+    settings.MQIC_SSH_COMMAND_TIMEOUT = 3
+    settings.MQIC_SSH_CONNECT_TIMEOUT = 2
+    settings.MQIC_CLOCK_SKEW_SECONDS = 5
+    yield settings.MQIC_NEW_CASES_DIR
+    ssh.close_all()
+
+
+def drop(inbox, name, script="echo ok > out.txt\n"):
+    folder = inbox / name
+    folder.mkdir()
+    (folder / "run.sh").write_text(script)
+    (folder / "READY").touch()
+
+
+def settle(timeout=30):
+    """What the schedules do: pass after pass, leases expiring, until all cases have ended."""
+    deadline = timezone.now() + timedelta(seconds=timeout)
+    while Case.objects.filter(status__in=[S.SUBMITTED, S.SUBMITTING, S.RUNNING]).exists():
+        assert timezone.now() < deadline, list(Case.objects.values_list("name", "status", "last_error"))
+        Case.objects.filter(status=S.SUBMITTING).update(lease_expires_at=timezone.now())
+        reconciliation.reconcile_pass()
+        submission.submit_pass()
+        monitoring.monitor_pass()
+
+
+def assert_all_completed_once(sandbox, names):
+    assert not invariants.check(sandbox, dict.fromkeys(names, "completed"))
+    assert not Case.objects.filter(status=S.FAILED).exists()
+
+
+def test_connection_cut_after_upload_before_add(hpc, sandbox, inbox, fault_proxy, sshd, monkeypatch):
+    HpcHost.objects.update(port=fault_proxy.port, known_hosts_path="", host_key=sshd.host_key)
+    drop(inbox, "cut")
+    intake.scan()
+
+    def cut_at(point):
+        if point == "after_upload":
+            fault_proxy.hang()
+            fault_proxy.cut_all()
+
+    monkeypatch.setattr("cases.services.submission.crash_point", cut_at)
+    report = submission.submit_pass()
+    case = Case.objects.get()
+    assert report.unknown == ["cut"] and case.status == S.SUBMITTING
+    assert "outcome unknown" in case.events.last().reason
+    reconciliation.reconcile_pass()  # the host does not answer: nothing is decided
+    assert Case.objects.get().status == S.SUBMITTING
+    fault_proxy.pass_through()
+    monkeypatch.undo()
+    settle()
+    assert_all_completed_once(sandbox, ["cut"])
+
+
+def test_a_hang_during_add_is_an_unknown_outcome_then_adopted(hpc, sandbox, inbox):
+    drop(inbox, "hang")
+    intake.scan()
+    sandbox.set_fault("hang_after_add")
+    try:
+        report = submission.submit_pass()
+    finally:
+        sandbox.set_fault("hang_after_add", armed=False)
+        kill_hung_clients(sandbox)
+    assert report.unknown == ["hang"] and Case.objects.get().status == S.SUBMITTING
+    assert len(sandbox.adds()) == 1  # the task exists; we just never heard its id
+    settle()
+    assert_all_completed_once(sandbox, ["hang"])
+    assert "adopted pueue task" in Case.objects.get().events.filter(to_status=S.RUNNING).get().reason
+
+
+def test_pueue_daemon_down_fails_nothing_and_burns_no_attempt(hpc, sandbox, inbox):
+    drop(inbox, "early")
+    intake.scan()
+    submission.submit_pass()
+    sandbox.stop()
+    drop(inbox, "late")
+    intake.scan()
+    for _ in range(5):
+        report = submission.submit_pass()
+        monitoring.monitor_pass()
+        reconciliation.reconcile_pass()
+    assert report.returned == ["late"]
+    assert "Did you start it?" in Case.objects.get(name="late").events.last().reason
+    late = Case.objects.get(name="late")
+    assert (late.status, late.attempts) == (S.SUBMITTED, 0)
+    assert Case.objects.get(name="early").status == S.RUNNING
+    sandbox.start()
+    settle()
+    assert_all_completed_once(sandbox, ["early", "late"])
+
+
+def test_sshd_stopped_for_a_while(sandbox, inbox, db):
+    server = SshServer().start()
+    try:
+        make_hpc_host(server, sandbox)
+        drop(inbox, "before", "sleep 1; echo ok > out.txt\n")
+        intake.scan()
+        submission.submit_pass()
+        server.stop()
+        drop(inbox, "during")
+        intake.scan()
+        for _ in range(3):
+            submission.submit_pass()
+            monitoring.monitor_pass()
+            reconciliation.reconcile_pass()
+        assert dict(Case.objects.values_list("name", "status")) == {"before": S.RUNNING, "during": S.SUBMITTED}
+        assert HpcHost.objects.get().last_error
+        server.restart()
+        settle()
+        assert_all_completed_once(sandbox, ["before", "during"])
+    finally:
+        server.cleanup()
+
+
+def test_pueued_restart_under_running_tasks(hpc, sandbox, inbox):
+    drop(inbox, "a", "sleep 30\n")
+    drop(inbox, "b", "sleep 30\n")
+    intake.scan()
+    submission.submit_pass()
+    sandbox.cli("add", "-g", "gpu_b", "--", "sleep 30")  # someone else's work, queued behind b
+    for name in "ab":
+        (inbox / name / "run.sh").write_text("echo ok > out.txt\n")  # the second run is quick
+    sandbox.restart()  # a and b become Killed; gpu_b has a queued task, so pueue pauses it
+    report = monitoring.monitor_pass()
+    assert sorted(report.requeued) == ["a", "b"]
+    reconcile = reconciliation.reconcile_pass()
+    assert reconcile.paused_groups == ["gpu_b"] and reconcile.blocked_groups == ["gpu_b"]
+    settle()
+    assert dict(Case.objects.values_list("name", "status")) == {"a": S.COMPLETED, "b": S.COMPLETED}
+    assert sandbox.status()["groups"]["gpu_b"]["status"] == "Paused"  # not resumed: not configured to
+    assert GpuGroup.objects.get(name="gpu_b").blocked_reason.startswith("remote: ")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_four_workers_hundred_cases_three_groups(sshd, inbox, tmp_path):
+    sandbox = Sandbox(groups={"gpu_a": 1, "gpu_b": 1, "gpu_c": 1})
+    try:
+        make_hpc_host(sshd, sandbox, groups=("gpu_a", "gpu_b", "gpu_c"))
+        names = [f"case{n:03}" for n in range(100)]
+        for name in names:
+            drop(inbox, name)
+        intake.scan()
+        env = django_env(MQIC_RESULTS_DIR=str(tmp_path / "results"))
+        workers = [
+            subprocess.Popen([sys.executable, "-m", "tests.support.drive", "240"], cwd=REPO, env=env)
+            for _ in range(4)
+        ]
+        assert [w.wait(timeout=300) for w in workers] == [0, 0, 0, 0]
+        assert_all_completed_once(sandbox, names)
+        assert overlaps_per_group(sandbox.events()) == {"gpu_a": 1, "gpu_b": 1, "gpu_c": 1}
+        assert len(sandbox.adds()) == 100
+    finally:
+        sandbox.cleanup()
