@@ -52,7 +52,9 @@ class Case(models.Model):
     )
     lease_generation = models.PositiveIntegerField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(
-        null=True, blank=True, help_text="While submitting: after this a peer may reconcile the case."
+        null=True,
+        blank=True,
+        help_text="While a worker submits or finishes the case: after this a peer may take it over.",
     )
     remote_dir = models.CharField(max_length=1024, blank=True)
     pueue_task_id = models.PositiveIntegerField(null=True, blank=True)

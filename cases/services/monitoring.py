@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from resources.connections import pueue_for, record_contact
@@ -116,14 +117,29 @@ def requeue_killed(case: Case, task: PueueTask, report: MonitorReport) -> None:
 
 
 def finish(transport, case: Case, task: PueueTask | None, exit_code: int | None, report: MonitorReport) -> None:
-    """Bring the results home, then end the case and free its GPU group."""
+    """Bring the results home, then end the case and free its GPU group.
+
+    Only one worker finishes a case: it takes the case's lease first (another monitor pass
+    running beside this one skips the case), and a crashed finisher's lease runs out.
+    """
+    if not take_finishing_lease(case):
+        return
     results = Path(settings.MQIC_RESULTS_DIR) / case.name
-    transport.download_dir(case.remote_dir, results, progress=lambda _got: crash_point("mid_download"))
+    try:
+        transport.download_dir(case.remote_dir, results, progress=lambda _got: crash_point("mid_download"))
+    except RemoteError:
+        Case.objects.filter(pk=case.pk, status=S.RUNNING).update(lease_expires_at=None)  # next pass retries
+        raise
     marker = read_local_marker(results)
     exit_code = marker if marker is not None else exit_code
     ok = exit_code == 0
     detail = {"task": task.snapshot() if task else None, "exit_code": exit_code}
-    fields = {"exit_code": exit_code, "result_path": str(results), "log_tail": log_tail(results)}
+    fields = {
+        "exit_code": exit_code,
+        "result_path": str(results),
+        "log_tail": log_tail(results),
+        "lease_expires_at": None,
+    }
     if task is not None:
         fields.update(last_seen_task=task.snapshot(), pueue_task_created_at=task.created_at)
     if ok:
@@ -141,6 +157,13 @@ def finish(transport, case: Case, task: PueueTask | None, exit_code: int | None,
         won = move_and_release(case, S.RUNNING, S.FAILED, reason=why, detail=detail, last_error=why, **fields)
     if won:
         (report.completed if ok else report.failed).append(case.name)
+
+
+def take_finishing_lease(case: Case) -> bool:
+    now = timezone.now()
+    free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+    until = now + timedelta(seconds=settings.MQIC_SUBMIT_LEASE_SECONDS)
+    return bool(Case.objects.filter(free, pk=case.pk, status=S.RUNNING).update(lease_expires_at=until))
 
 
 def judge_vanished(transport, cases: list[Case], report: MonitorReport) -> None:
