@@ -16,7 +16,6 @@ from tests.support import invariants
 from tests.support.processes import REPO, django_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
-REPETITIONS = 2
 
 
 @pytest.fixture
@@ -48,10 +47,11 @@ def drop(settings, name, script):
     (folder / "READY").touch()
 
 
-def test_crash_matrix(hpc, sandbox, crash_settings, tmp_path):
+@pytest.mark.parametrize("repetitions", [2, pytest.param(10, marks=pytest.mark.slow)])
+def test_crash_matrix(hpc, sandbox, crash_settings, tmp_path, repetitions):
     expected, findings, crashes = {}, [], 0
     for point in POINTS:
-        for rep in range(REPETITIONS):
+        for rep in range(repetitions):
             names = {f"{point}-{rep}-ok": "completed", f"{point}-{rep}-bad": "failed"}
             drop(crash_settings, f"{point}-{rep}-ok", "echo fine > out.txt\n")
             drop(crash_settings, f"{point}-{rep}-bad", "echo broken >&2; exit 5\n")
@@ -66,13 +66,13 @@ def test_crash_matrix(hpc, sandbox, crash_settings, tmp_path):
                 findings.append((point, rep, found))
     total = invariants.check(sandbox, expected)
     print(
-        f"\ncrash matrix: {len(POINTS)} points x {REPETITIONS} repetitions, {crashes} crashes, "
+        f"\ncrash matrix: {len(POINTS)} points x {repetitions} repetitions, {crashes} crashes, "
         f"lost {len(total.lost)}, duplicates {len(total.duplicates)}, GPU mismatches {len(total.gpu_mismatches)}"
     )
-    assert crashes == len(POINTS) * REPETITIONS
+    assert crashes == len(POINTS) * repetitions
     assert not findings, findings
     assert not total, total
     adopted = CaseEvent.objects.filter(
         case__name__startswith="after_pueue_add", reason__contains="adopted pueue task"
     )
-    assert adopted.count() >= REPETITIONS, "a crash after pueue add must be healed by adoption, not a second add"
+    assert adopted.count() >= repetitions, "a crash after pueue add must be healed by adoption, not a second add"
