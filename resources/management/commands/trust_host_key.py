@@ -1,0 +1,38 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from resources import hostkeys
+from resources.models import HpcHost
+from resources.remote.errors import ChangedHostKey, OutcomeUnknown
+
+
+class Command(BaseCommand):
+    help = "Fetch an HPC host's SSH key, show its fingerprint and trust it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("host", nargs="?", help="Host name (default: the only host).")
+        parser.add_argument("--replace", action="store_true", help="Replace a different, trusted key.")
+        parser.add_argument("--yes", action="store_true", help="Do not ask for confirmation.")
+
+    def handle(self, *args, host=None, replace=False, yes=False, **options):
+        row = self.pick(host)
+        try:
+            key = hostkeys.offered_key(row)
+        except OutcomeUnknown as error:
+            raise CommandError(str(error)) from error
+        self.stdout.write(f"{row.name} ({row.hostname}:{row.port}) offers {key.key_type} {key.fingerprint}")
+        if not yes and input("Trust this key? Compare it with the host's administrators first. [y/N] ") != "y":
+            raise CommandError("not trusted")
+        try:
+            changed = hostkeys.trust(row, key, replace=replace)
+        except ChangedHostKey as error:
+            raise CommandError(f"{error} Run again with --replace to trust the new key.") from error
+        self.stdout.write(
+            f"trusted the key of {row.name}" if changed else f"{row.name}: this key was already trusted"
+        )
+
+    @staticmethod
+    def pick(name):
+        hosts = HpcHost.objects.filter(name=name) if name else HpcHost.objects.all()
+        if len(hosts) != 1:
+            raise CommandError(f"no HPC host named {name!r}" if name else "name the host: there are several")
+        return hosts[0]

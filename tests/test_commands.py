@@ -1,0 +1,64 @@
+"""Management commands a user runs by hand, against the real sshd and sandbox."""
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from resources.connections import transport_for
+from resources.models import GpuGroup, HpcHost
+from resources.remote import ssh
+from resources.remote.errors import UnknownHostKey
+from tests.support.sshd import generate_key
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_configure_hpc_is_idempotent(settings):
+    settings.MQIC_HPC_HOST, settings.MQIC_GPU_GROUPS = "login.example", ["gpu_a", "gpu_b"]
+    assert "GPU group gpu_b -> pueue group gpu_b" in run("configure_hpc")
+    settings.MQIC_GPU_GROUPS = ["gpu_a"]
+    run("configure_hpc")
+    run("configure_hpc")
+    assert HpcHost.objects.count() == 1
+    assert dict(GpuGroup.objects.values_list("name", "status")) == {"gpu_a": "available", "gpu_b": "disabled"}
+
+
+def test_pueue_status_prints_the_remote_state(hpc, sandbox):
+    sandbox.cli("add", "-l", "hello", "-g", "gpu_a", "--", "true")
+    assert "hello" in run("pueue_status")
+    state = json.loads(run("pueue_status", "--host", "sshd", "--json"))
+    assert [t["label"] for t in state["sshd"]["tasks"]] == ["hello"]
+    assert state["sshd"]["groups"]["gpu_a"] == {"status": "running", "parallel": 1}
+
+
+def test_pueue_status_says_which_host_did_not_answer(hpc, sandbox):
+    sandbox.stop()
+    with pytest.raises(CommandError, match="some hosts did not answer"):
+        run("pueue_status")
+
+
+def test_an_unknown_key_is_refused_until_trusted(hpc, sshd):
+    HpcHost.objects.update(known_hosts_path="")
+    ssh.close_all()
+    with pytest.raises(UnknownHostKey) as refused:
+        transport_for(HpcHost.objects.get()).run("true")
+    assert refused.value.fingerprint.startswith("SHA256:")
+    assert refused.value.fingerprint in run("trust_host_key", "sshd", "--yes")
+    assert HpcHost.objects.get().host_key == sshd.host_key
+    assert transport_for(HpcHost.objects.get()).run("echo hi").stdout == "hi\n"
+
+
+def test_a_changed_key_is_refused_loudly_unless_replaced(hpc, sshd, tmp_path):
+    HpcHost.objects.update(known_hosts_path="", host_key=generate_key(tmp_path / "old"))
+    with pytest.raises(CommandError, match="HOST KEY CHANGED"):
+        run("trust_host_key", "sshd", "--yes")
+    run("trust_host_key", "sshd", "--yes", "--replace")
+    assert HpcHost.objects.get().host_key == sshd.host_key
