@@ -6,11 +6,13 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from cases.models import PassRecord
 from resources.connections import transport_for
 from resources.models import GpuGroup, HpcHost
 from resources.remote import ssh
 from resources.remote.errors import UnknownHostKey
 from tests.support.sshd import generate_key
+from tests.support.system import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -62,3 +64,25 @@ def test_a_changed_key_is_refused_loudly_unless_replaced(hpc, sshd, tmp_path):
         run("trust_host_key", "sshd", "--yes")
     run("trust_host_key", "sshd", "--yes", "--replace")
     assert HpcHost.objects.get().host_key == sshd.host_key
+
+
+def test_setup_schedules_is_idempotent():
+    from django_q.models import Schedule
+
+    run("setup_schedules")
+    out = run("setup_schedules")
+    assert Schedule.objects.count() == 4
+    assert "mqic monitor: cases.tasks.monitor every 1 min" in out
+
+
+def test_one_pass_commands_say_what_they_did(hpc, sandbox, settings, tmp_path):
+    settings.MQIC_NEW_CASES_DIR = tmp_path / "inbox"
+    settings.MQIC_RESULTS_DIR = tmp_path / "results"
+    (settings.MQIC_NEW_CASES_DIR / "c1").mkdir(parents=True)
+    (settings.MQIC_NEW_CASES_DIR / "c1" / "run.sh").write_text("true\n")
+    (settings.MQIC_NEW_CASES_DIR / "c1" / "READY").touch()
+    assert run("scan_cases").startswith("registered 1, rejected 0")
+    assert run("submit_cases").startswith("started 1, adopted 0")
+    assert "adopted 0, retried 0, failed 0" in run("reconcile", "--dry-run")
+    wait_for(lambda: "completed 1" in run("monitor_cases"), 10, "the case to complete")
+    assert PassRecord.objects.get(kind="monitor").summary.startswith("completed")
