@@ -162,6 +162,7 @@ def test_snapshot_is_small_json_with_iso_times():
         "id": 1,
         "label": None,
         "group": "default",
+        "path": "/home/alice/proj",
         "command": "ls /nonexistent",
         "status": "done",
         "result": "failed",
