@@ -13,19 +13,16 @@ from cases.faults import POINTS
 from cases.models import CaseEvent
 from cases.services import intake
 from tests.support import invariants
+from tests.support.cases import drop_case
 from tests.support.processes import REPO, django_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def crash_settings(tmp_path, settings):
-    settings.MQIC_NEW_CASES_DIR = tmp_path / "new_cases"
-    settings.MQIC_RESULTS_DIR = tmp_path / "results"
-    settings.MQIC_NEW_CASES_DIR.mkdir()
-    settings.MQIC_SUBMIT_LEASE_SECONDS = 1
-    settings.MQIC_CLOCK_SKEW_SECONDS = 5
-    return settings
+def crash_settings(mqic_dirs):
+    mqic_dirs.MQIC_SUBMIT_LEASE_SECONDS = 1
+    return mqic_dirs
 
 
 def drive(settings, seconds=60, **env) -> int:
@@ -39,22 +36,17 @@ def drive(settings, seconds=60, **env) -> int:
     return done.returncode
 
 
-def drop(settings, name, script):
-    folder = settings.MQIC_NEW_CASES_DIR / name
-    folder.mkdir()
-    (folder / "run.sh").write_text(script)
-    (folder / "data.bin").write_bytes(b"\0" * 200_000)
-    (folder / "READY").touch()
-
-
 @pytest.mark.parametrize("repetitions", [2, pytest.param(10, marks=pytest.mark.slow)])
 def test_crash_matrix(hpc, sandbox, crash_settings, tmp_path, repetitions):
     expected, findings, crashes = {}, [], 0
     for point in POINTS:
         for rep in range(repetitions):
             names = {f"{point}-{rep}-ok": "completed", f"{point}-{rep}-bad": "failed"}
-            drop(crash_settings, f"{point}-{rep}-ok", "echo fine > out.txt\n")
-            drop(crash_settings, f"{point}-{rep}-bad", "echo broken >&2; exit 5\n")
+            data = {"data.bin": b"\0" * 200_000}
+            drop_case(crash_settings.MQIC_NEW_CASES_DIR, f"{point}-{rep}-ok", files=data)
+            drop_case(
+                crash_settings.MQIC_NEW_CASES_DIR, f"{point}-{rep}-bad", "echo broken >&2; exit 5\n", files=data
+            )
             intake.scan()
             once = tmp_path / f"crashed-{point}-{rep}"
             code = drive(crash_settings, MQIC_CRASH_AT=point, MQIC_CRASH_ONCE=str(once))

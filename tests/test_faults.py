@@ -4,39 +4,32 @@ everything finishes once the fault clears. Real sshd, real sandbox, a real TCP p
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from cases.models import Case, CaseStatus
 from cases.services import intake, monitoring, reconciliation, submission
+from cases.services.jobs import EXIT_MARKER
 from resources.models import GpuGroup, HpcHost
 from resources.remote import ssh
 from tests.support import invariants
+from tests.support.cases import drop_case as drop
 from tests.support.hpc import Sandbox, kill_hung_clients, make_hpc_host, overlaps_per_group
 from tests.support.processes import REPO, django_env
 from tests.support.sshd import SshServer
+from tests.support.system import wait_for
 
 S = CaseStatus
 
 
 @pytest.fixture
-def inbox(tmp_path, settings):
-    settings.MQIC_NEW_CASES_DIR = tmp_path / "new_cases"
-    settings.MQIC_RESULTS_DIR = tmp_path / "results"
-    settings.MQIC_NEW_CASES_DIR.mkdir()
-    settings.MQIC_SSH_COMMAND_TIMEOUT = 3
-    settings.MQIC_SSH_CONNECT_TIMEOUT = 2
-    settings.MQIC_CLOCK_SKEW_SECONDS = 5
-    yield settings.MQIC_NEW_CASES_DIR
+def inbox(mqic_dirs):
+    mqic_dirs.MQIC_SSH_COMMAND_TIMEOUT = 3
+    mqic_dirs.MQIC_SSH_CONNECT_TIMEOUT = 2
+    yield mqic_dirs.MQIC_NEW_CASES_DIR
     ssh.close_all()
-
-
-def drop(inbox, name, script="echo ok > out.txt\n"):
-    folder = inbox / name
-    folder.mkdir()
-    (folder / "run.sh").write_text(script)
-    (folder / "READY").touch()
 
 
 def settle(timeout=30):
@@ -98,6 +91,8 @@ def test_pueue_daemon_down_fails_nothing_and_burns_no_attempt(hpc, sandbox, inbo
     drop(inbox, "early")
     intake.scan()
     submission.submit_pass()
+    early = Case.objects.get(name="early")
+    wait_for(lambda: (Path(early.remote_dir) / EXIT_MARKER).exists(), 10, "the early job to end")
     sandbox.stop()
     drop(inbox, "late")
     intake.scan()

@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from cases.models import Case, CaseStatus
 from cases.services import intake
 from cases.services.labels import label_prefix
+from tests.support.cases import drop_case as make_folder
 
 pytestmark = pytest.mark.django_db
 
@@ -24,22 +25,9 @@ HOSTILE_NAMES = [
 ]
 
 
-def make_folder(inbox, name, *, ready=True, script="echo hi\n"):
-    folder = inbox / name
-    folder.mkdir()
-    if script is not None:
-        (folder / "run.sh").write_text(script)
-    (folder / "input.dat").write_bytes(b"x" * 100)
-    if ready:
-        (folder / "READY").touch()
-    return folder
-
-
 @pytest.fixture
-def inbox(tmp_path, settings):
-    settings.MQIC_NEW_CASES_DIR = tmp_path / "new_cases"
-    settings.MQIC_NEW_CASES_DIR.mkdir()
-    return settings.MQIC_NEW_CASES_DIR
+def inbox(mqic_dirs):
+    return mqic_dirs.MQIC_NEW_CASES_DIR
 
 
 def test_complete_folders_are_registered_once_with_label_and_event(inbox):

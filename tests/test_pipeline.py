@@ -8,26 +8,19 @@ from cases.models import Case, CaseStatus
 from cases.services import intake, monitoring, submission
 from resources.models import GpuGroup, HpcHost
 from resources.remote import ssh
+from tests.support.cases import drop_case
 
 S = CaseStatus
 
 
 @pytest.fixture
-def dirs(tmp_path, settings):
-    settings.MQIC_NEW_CASES_DIR = tmp_path / "new_cases"
-    settings.MQIC_RESULTS_DIR = tmp_path / "results"
-    settings.MQIC_NEW_CASES_DIR.mkdir()
-    return settings
+def dirs(mqic_dirs):
+    return mqic_dirs
 
 
-def drop_case(settings, name, script="echo result > output.txt\n", files=3):
-    folder = settings.MQIC_NEW_CASES_DIR / name
-    folder.mkdir()
-    (folder / "run.sh").write_text(script)
-    for n in range(files):
-        (folder / f"input{n}.dat").write_bytes(bytes([n]) * 20_000)
-    (folder / "READY").touch()
-    return folder
+def drop(settings, name, script="echo result > output.txt\n"):
+    files = {f"input{n}.dat": bytes([n]) * 20_000 for n in range(3)}
+    return drop_case(settings.MQIC_NEW_CASES_DIR, name, script, files=files)
 
 
 def run_until_quiet(timeout=30):
@@ -42,8 +35,8 @@ def run_until_quiet(timeout=30):
 
 def test_cases_run_to_completion_with_results_and_released_gpus(hpc, sandbox, dirs):
     for name in ["one", "two $(x)", "-three"]:
-        drop_case(dirs, name)
-    drop_case(dirs, "broken", script="echo partial > partial.txt; echo 'it broke' >&2; exit 7\n")
+        drop(dirs, name)
+    drop(dirs, "broken", script="echo partial > partial.txt; echo 'it broke' >&2; exit 7\n")
     assert len(intake.scan().registered) == 4
 
     ssh.close_all()
@@ -78,7 +71,7 @@ def test_cases_run_to_completion_with_results_and_released_gpus(hpc, sandbox, di
 
 def test_without_a_free_gpu_cases_wait_untouched(hpc, dirs):
     GpuGroup.objects.update(status=GpuGroup.Status.DISABLED)
-    drop_case(dirs, "waiting")
+    drop(dirs, "waiting")
     intake.scan()
     report = submission.submit_pass()
     assert report.started == [] and report.host_errors == {}
@@ -88,7 +81,7 @@ def test_without_a_free_gpu_cases_wait_untouched(hpc, dirs):
 
 def test_an_unreachable_host_fails_nothing_and_says_why(hpc, dirs):
     HpcHost.objects.update(port=1)  # nothing listens there
-    drop_case(dirs, "patient")
+    drop(dirs, "patient")
     intake.scan()
     report = submission.submit_pass()
     assert "sshd" in report.host_errors and report.returned == ["patient"]

@@ -11,25 +11,19 @@ from cases.services import intake, monitoring, reconciliation, submission
 from cases.services.jobs import EXIT_MARKER, job_command
 from cases.services.labels import label_prefix
 from resources.models import GpuGroup, HpcHost
+from tests.support.cases import drop_case
 from tests.support.system import wait_for
 
 S = CaseStatus
 
 
 @pytest.fixture
-def inbox(tmp_path, settings):
-    settings.MQIC_NEW_CASES_DIR = tmp_path / "new_cases"
-    settings.MQIC_RESULTS_DIR = tmp_path / "results"
-    settings.MQIC_NEW_CASES_DIR.mkdir()
-    settings.MQIC_CLOCK_SKEW_SECONDS = 5
-    return settings.MQIC_NEW_CASES_DIR
+def inbox(mqic_dirs):
+    return mqic_dirs.MQIC_NEW_CASES_DIR
 
 
 def new_case(inbox, name="c", script="echo ok > out.txt\n") -> Case:
-    folder = inbox / name
-    folder.mkdir()
-    (folder / "run.sh").write_text(script)
-    (folder / "READY").touch()
+    drop_case(inbox, name, script)
     intake.scan()
     return Case.objects.get(name=name)
 

@@ -4,6 +4,7 @@ import pytest
 
 from cases.models import Case, CaseStatus
 from resources.models import GpuGroup
+from tests.support.cases import drop_case
 from tests.support.hpc import overlaps_per_group
 from tests.support.system import running_system, wait_for
 
@@ -12,20 +13,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def system_settings(tmp_path, settings):
-    settings.MQIC_NEW_CASES_DIR = tmp_path / "new_cases"
-    settings.MQIC_RESULTS_DIR = tmp_path / "results"
-    settings.MQIC_NEW_CASES_DIR.mkdir()
-    settings.MQIC_QUIET_SECONDS = 2
-    return settings
+def system_settings(mqic_dirs):
+    mqic_dirs.MQIC_QUIET_SECONDS = 2
+    return mqic_dirs
 
 
 def drop(settings, name, script):
-    staging = settings.MQIC_NEW_CASES_DIR.parent / "staging" / name
-    staging.mkdir(parents=True)
-    (staging / "run.sh").write_text(script)
-    (staging / "input.dat").write_bytes(b"1" * 20_000)
-    (staging / "READY").touch()
+    """Written aside, then moved in whole, as users are told to."""
+    staging = drop_case(settings.MQIC_NEW_CASES_DIR.parent / "staging", name, script)
     staging.rename(settings.MQIC_NEW_CASES_DIR / name)
 
 

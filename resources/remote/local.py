@@ -72,9 +72,7 @@ class LocalTransport:
         """Replace the folders ``remote_base/<name>`` with the local ones through one ``tar -x``."""
         if not folders:
             return
-        checked = [(Path(d), tarstream.case_members(d), name) for d, name in folders]
-        command = tarstream.replace_command(remote_base, [name for _d, name in folders])
-        self._feed(command, lambda out: tarstream.write_folders(checked, out), progress)
+        self._feed(*tarstream.tree_upload(folders, remote_base), progress)
 
     def _feed(self, command: str, write, progress: ProgressCallback | None) -> None:
         """Run ``command`` with ``write(stream)`` producing its stdin; raise if it failed."""

@@ -359,12 +359,8 @@ class SshTransport:
         """Replace the folders ``remote_base/<name>`` with the local ones, all in one ``tar -x`` channel."""
         if not folders:
             return
-        checked = [(Path(d), tarstream.case_members(d), name) for d, name in folders]
-        command = tarstream.replace_command(remote_base, [name for _d, name in folders])
-        result = self._exchange(
-            command, feed=lambda writer: tarstream.write_folders(checked, writer), progress=progress
-        )
-        result.check(command)
+        command, write = tarstream.tree_upload(folders, remote_base)
+        self._exchange(command, feed=write, progress=progress).check(command)
 
     def download_dir(self, remote_dir: str, local_dir: Path, *, progress: ProgressCallback | None = None) -> None:
         """Replace ``local_dir`` with ``remote_dir``, unpacked beside it and then swapped in."""

@@ -15,7 +15,7 @@ import shutil
 import stat
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -48,6 +48,16 @@ def replace_command(remote_base: str, names: list[str]) -> str:
             raise ValueError(f"not a single folder name: {name!r}")
     base, quoted = shlex.quote(remote_base), " ".join(shlex.quote(n) for n in names)
     return f"mkdir -p -- {base} && cd -- {base} && rm -rf -- {quoted} && tar -x -f -"
+
+
+def tree_upload(folders: list[tuple[Path, str]], remote_base: str) -> tuple[str, Callable[[BinaryIO], None]]:
+    """The remote command and the stream writer that replace ``remote_base/<name>`` folders.
+
+    Every folder is checked here, before anything is sent.
+    """
+    checked = [(Path(d), case_members(d), name) for d, name in folders]
+    command = replace_command(remote_base, [name for _d, name in folders])
+    return command, lambda out: write_folders(checked, out)
 
 
 def tar_command(remote_dir: str) -> str:

@@ -29,3 +29,16 @@ def fault_proxy(sshd):
     proxy = FaultProxy("127.0.0.1", sshd.port)
     yield proxy
     proxy.close()
+
+
+# -- the local side -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def mqic_dirs(tmp_path, settings):
+    """Settings with a fresh inbox and results folder; short timeouts for remote faults."""
+    settings.MQIC_NEW_CASES_DIR = tmp_path / "new_cases"
+    settings.MQIC_RESULTS_DIR = tmp_path / "results"
+    settings.MQIC_NEW_CASES_DIR.mkdir()
+    settings.MQIC_CLOCK_SKEW_SECONDS = 5
+    return settings
