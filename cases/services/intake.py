@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from ..models import Case, CaseStatus
-from .labels import label_for
+from .labels import label_for, label_prefix
 from .transitions import check_allowed, record_event
 
 log = logging.getLogger("mqic.intake")
@@ -43,6 +43,7 @@ def scan(inbox: Path | None = None, *, now: float | None = None) -> ScanReport:
     if not inbox.is_dir():
         return report
     known = set(Case.objects.values_list("source_path", flat=True))
+    prefix = None
     now = time.time() if now is None else now
     with os.scandir(inbox) as entries:
         for entry in sorted(entries, key=lambda e: e.name):
@@ -56,7 +57,8 @@ def scan(inbox: Path | None = None, *, now: float | None = None) -> ScanReport:
                     continue
             except FileNotFoundError:
                 continue  # moved away while we looked
-            if register(entry.name, source_path, problem) is not None:
+            prefix = prefix or label_prefix()
+            if register(entry.name, source_path, problem, prefix) is not None:
                 (
                     report.rejected.append((entry.name, problem))
                     if problem
@@ -67,7 +69,7 @@ def scan(inbox: Path | None = None, *, now: float | None = None) -> ScanReport:
     return report
 
 
-def register(name: str, source_path: str, problem: str | None) -> Case | None:
+def register(name: str, source_path: str, problem: str | None, prefix: str | None = None) -> Case | None:
     """Create the case (``submitted``, or ``rejected`` with ``problem``); ``None`` if a peer did first."""
     status = CaseStatus.REJECTED if problem else CaseStatus.SUBMITTED
     check_allowed(None, status)
@@ -79,7 +81,7 @@ def register(name: str, source_path: str, problem: str | None) -> Case | None:
                 status=status,
                 last_error=problem or "",
             )
-            case.label = label_for(case.pk)
+            case.label = label_for(case.pk, prefix)
             case.save(update_fields=["label"])
             record_event(case.pk, problem or "new case folder", new=status, detail={"source_path": source_path})
     except IntegrityError:

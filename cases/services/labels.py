@@ -28,13 +28,12 @@ def label_prefix() -> str:
     return f"{settings.MQIC_LABEL_PREFIX}{installation_key()}_"
 
 
-def label_for(case_id: int) -> str:
-    return f"{label_prefix()}{case_id}"
+def label_for(case_id: int, prefix: str | None = None) -> str:
+    return f"{prefix or label_prefix()}{case_id}"
 
 
-def case_id_from_label(label: str | None) -> int | None:
-    """The case id in one of our labels, or ``None`` for anything else."""
-    prefix = label_prefix()
+def case_id_from_label(label: str | None, prefix: str) -> int | None:
+    """The case id in one of our labels (those starting with ``prefix``), or ``None``."""
     if not label or not label.startswith(prefix):
         return None
     tail = label[len(prefix) :]

@@ -20,7 +20,7 @@ from resources.remote.errors import RemoteError
 from resources.remote.pueue_state import GroupStatus, PueueState
 from resources.services import release_group, set_blocked
 
-from ..models import FINISHED, HOLDS_GPU, Case, CaseEvent, CaseStatus
+from ..models import HOLDS_GPU, Case, CaseEvent, CaseStatus
 from .jobs import is_our_task
 from .labels import case_id_from_label, label_prefix
 from .lifecycle import adopt, retry_or_fail
@@ -84,8 +84,9 @@ def reconcile_host(host: HpcHost, report: ReconcileReport) -> None:
     record_contact(host)
     for case in stale:
         settle_stale_submission(pueue, case, state, report)
-    check_groups(host, state, report)
-    report.orphans += find_orphans(state)
+    prefix = label_prefix()
+    check_groups(host, state, report, prefix)
+    report.orphans += find_orphans(state, prefix)
 
 
 def settle_stale_submission(pueue, case: Case, state: PueueState, report: ReconcileReport) -> None:
@@ -128,7 +129,7 @@ def release_groups_of_finished_cases(report: ReconcileReport) -> None:
                 )
 
 
-def check_groups(host: HpcHost, state: PueueState, report: ReconcileReport) -> None:
+def check_groups(host: HpcHost, state: PueueState, report: ReconcileReport, prefix: str) -> None:
     """Never offer a group whose pueue group runs work we did not start, or is paused."""
     ours = set(
         Case.objects.filter(status__in=HOLDS_GPU, gpu_group__host=host, pueue_task_id__isnull=False).values_list(
@@ -137,7 +138,7 @@ def check_groups(host: HpcHost, state: PueueState, report: ReconcileReport) -> N
     )
     for group in host.gpu_groups.all():
         foreign = [t.id for t in state.live_tasks_in_group(group.pueue_group) if t.id not in ours]
-        foreign = [i for i in foreign if not _is_submitting_here(state.tasks[i], group)]
+        foreign = [i for i in foreign if not _is_submitting_here(state.tasks[i], group, prefix)]
         pueue_group = state.groups.get(group.pueue_group)
         paused = pueue_group is not None and pueue_group.status == GroupStatus.PAUSED
         if paused:
@@ -163,26 +164,29 @@ def blocking_reason(group: GpuGroup, foreign: list[int], paused: bool) -> str:
     return ""
 
 
-def _is_submitting_here(task, group: GpuGroup) -> bool:
+def _is_submitting_here(task, group: GpuGroup, prefix: str) -> bool:
     """A task of a case still in ``submitting`` on this group is ours, just not stored yet."""
-    case_id = case_id_from_label(task.label)
+    case_id = case_id_from_label(task.label, prefix)
     return case_id is not None and Case.objects.filter(pk=case_id, status=S.SUBMITTING, gpu_group=group).exists()
 
 
-def find_orphans(state: PueueState) -> list[dict]:
-    """Tasks with our label prefix that no live case claims."""
-    tasks = state.tasks_with_label_prefix(label_prefix())
-    claimed = {
-        (c["pk"], c["pueue_task_id"])
-        for c in Case.objects.filter(pk__in=[case_id_from_label(t.label) for t in tasks])
-        .exclude(status__in=FINISHED)
-        .values("pk", "pueue_task_id")
+def find_orphans(state: PueueState, prefix: str) -> list[dict]:
+    """Live tasks with our label prefix that no case holds: not its running task, nor a
+    submission still waiting to be matched."""
+    tasks = [t for t in state.tasks_with_label_prefix(prefix) if t.is_live]
+    by_case = {t.id: case_id_from_label(t.label, prefix) for t in tasks}
+    cases = {
+        c["pk"]: c
+        for c in Case.objects.filter(pk__in=set(by_case.values()), status__in=HOLDS_GPU).values(
+            "pk", "status", "pueue_task_id"
+        )
     }
     orphans = []
     for task in tasks:
-        case_id = case_id_from_label(task.label)
-        if (case_id, task.id) not in claimed and task.is_live:
-            orphans.append(task.snapshot() | {"case_id": case_id})
+        case = cases.get(by_case[task.id])
+        held = case is not None and (case["status"] == S.SUBMITTING or case["pueue_task_id"] == task.id)
+        if not held:
+            orphans.append(task.snapshot() | {"case_id": by_case[task.id]})
     return orphans
 
 

@@ -69,15 +69,10 @@ def submit_pass(limit: int | None = None) -> SubmitReport:
 
 def claim_cases(limit: int | None = None) -> list[Case]:
     """Lock a free GPU group for each waiting case, oldest first, until groups run out."""
-    claimed = []
+    free = GpuGroup.objects.filter(status=GpuGroup.Status.AVAILABLE, blocked_reason="", host__enabled=True).count()
     waiting = Case.objects.filter(status=S.SUBMITTED).order_by("created_at", "pk").values_list("pk", flat=True)
-    for case_id in waiting[:limit] if limit else waiting.iterator():
-        case = claim(case_id)
-        if case is None and not GpuGroup.objects.filter(status=GpuGroup.Status.AVAILABLE).exists():
-            break
-        if case is not None:
-            claimed.append(case)
-    return claimed
+    claimed = (claim(case_id) for case_id in list(waiting[: min(free, limit or free)]))
+    return [case for case in claimed if case is not None]
 
 
 def claim(case_id: int) -> Case | None:
