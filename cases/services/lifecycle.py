@@ -6,8 +6,6 @@ never be finished while its group still says ``assigned`` to it, nor the other w
 
 from __future__ import annotations
 
-import logging
-
 from django.conf import settings
 from django.db import transaction
 
@@ -21,7 +19,6 @@ from ..models import Case, CaseStatus
 from .transitions import record_event, transition
 
 S = CaseStatus
-log = logging.getLogger("mqic.lifecycle")
 
 
 def move_and_release(case: Case, old: str, new: str, *, reason: str, detail=None, user=None, **fields) -> bool:

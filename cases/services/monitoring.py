@@ -68,6 +68,8 @@ def monitor_pass() -> MonitorReport:
         except RemoteError as error:
             report.host_errors[host.name] = str(error)
             record_contact(host, error)
+    if report.freed_gpus or report.host_errors:
+        log.info("monitoring pass: %s", report)
     return report
 
 

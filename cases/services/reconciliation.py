@@ -63,6 +63,8 @@ def reconcile_pass(*, dry_run: bool = False) -> ReconcileReport:
     release_groups_of_finished_cases(report)
     for host in HpcHost.objects.filter(enabled=True):
         reconcile_host(host, report)
+    if report.adopted or report.retried or report.failed or report.released_groups or report.host_errors:
+        log.warning("reconciliation pass: %s", report)
     return report
 
 

@@ -64,6 +64,8 @@ def submit_pass(limit: int | None = None) -> SubmitReport:
         by_host[case.gpu_group.host].append(case)
     for host, cases in by_host.items():
         submit_to_host(host, cases, report)
+    if by_host:
+        log.info("submission pass: %s", report)
     return report
 
 
