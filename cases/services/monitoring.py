@@ -19,7 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from resources.connections import pueue_for, record_contact
-from resources.models import HpcHost
+from resources.models import GpuGroup, HpcHost
 from resources.remote.errors import RemoteError
 from resources.remote.pueue_state import PueueTask, TaskResult
 
@@ -32,6 +32,20 @@ from .transitions import record_event
 S = CaseStatus
 log = logging.getLogger("mqic.monitoring")
 LOG_TAIL_LINES = 50
+# What a monitoring pass reads of a running case: loading only these keeps a pass over
+# thousands of running cases cheap (most of them only get compared with their task).
+MONITORED_FIELDS = (
+    "name",
+    "status",
+    "label",
+    "gpu_group_id",
+    "lease_generation",
+    "remote_dir",
+    "pueue_task_id",
+    "pueue_task_created_at",
+    "last_seen_task",
+    "task_missing_since",
+)
 
 
 @dataclass
@@ -60,7 +74,10 @@ class MonitorReport:
 def monitor_pass() -> MonitorReport:
     report = MonitorReport()
     by_host: dict[HpcHost, list[Case]] = defaultdict(list)
-    for case in Case.objects.filter(status=S.RUNNING).select_related("gpu_group__host"):
+    running = list(Case.objects.filter(status=S.RUNNING).only(*MONITORED_FIELDS))
+    groups = GpuGroup.objects.select_related("host").in_bulk({c.gpu_group_id for c in running})
+    for case in running:
+        case.gpu_group = groups[case.gpu_group_id]
         by_host[case.gpu_group.host].append(case)
     for host, cases in by_host.items():
         try:
