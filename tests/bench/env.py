@@ -1,0 +1,130 @@
+"""The benchmark's world: Django on a throw-away SQLite file, a real sshd on loopback, sandbox
+pueue daemons, and the OpenSSH client commands of the naive path.
+
+Importing this module does not touch Django; ``setup_django`` must run before any module that
+imports models (the scenarios), since the database is chosen through the environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from resources.sandbox import pueue_sandbox
+from tests.support.sshd import LOOPBACK, SshServer
+
+REPO = Path(__file__).resolve().parents[2]
+
+FAST_PUEUE = """#!/bin/sh
+# The sandbox pueue CLI for the benchmark: the sandbox's own main(), started by the interpreter
+# binary itself from the module's cached bytecode rather than by a pyenv shim compiling the
+# script on every call (~110 ms -> ~35 ms a call here), so the stand-in's start-up, paid once
+# per `pueue add` by both paths alike, weighs less against what the benchmark compares.
+PUEUE_SANDBOX_DIR={state_dir}
+PUEUE_SANDBOX_VERSION={version}
+export PUEUE_SANDBOX_DIR PUEUE_SANDBOX_VERSION
+exec {python} -I -S -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); import pueue_sandbox; \
+sys.exit(pueue_sandbox.main())' {module_dir} "$@"
+"""
+
+
+def setup_django(workdir: Path) -> None:
+    """Point Django at a new SQLite file in ``workdir`` (the environment decides the database
+    and the inbox, so child processes started later inherit the same) and migrate it."""
+    os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "mqic_site.settings"
+    os.environ["MQIC_NEW_CASES_DIR"] = str(workdir / "new_cases")
+    os.environ["MQIC_RESULTS_DIR"] = str(workdir / "results")
+    os.environ.setdefault("MQIC_LOG_LEVEL", "WARNING")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+
+def reset_database() -> None:
+    """Every scenario starts from empty tables, so none pays for the rows of another."""
+    from django.core.management import call_command
+
+    call_command("flush", interactive=False, verbosity=0)
+
+
+@dataclass
+class Bench:
+    quick: bool
+    workdir: Path
+    sshd: SshServer
+
+    def dir(self, name: str) -> Path:
+        path = self.workdir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- the OpenSSH client, for the naive path and the reference tools ------------------
+
+    def _options(self) -> list[str]:
+        """No user config, only the bench key, the bench known_hosts and no prompts."""
+        return [
+            "-F", "/dev/null",
+            "-i", str(self.sshd.client_key),
+            "-o", "IdentitiesOnly=yes",
+            "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={self.sshd.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", "LogLevel=ERROR",
+        ]  # fmt: skip
+
+    def ssh(self, command: str) -> list[str]:
+        """``ssh`` running ``command`` on the bench sshd: a new connection each time."""
+        return ["ssh", *self._options(), "-p", str(self.sshd.port), f"{self.sshd.username}@{LOOPBACK}", command]
+
+    def scp(self, *sources: Path | str, dest: str) -> list[str]:
+        """``scp -r`` of local ``sources`` to ``dest`` on the bench sshd: a new connection each time."""
+        remote = f"{self.sshd.username}@{LOOPBACK}:{dest}"
+        return ["scp", *self._options(), "-q", "-r", "-P", str(self.sshd.port), *map(str, sources), remote]
+
+
+@contextlib.contextmanager
+def bench_sandbox(groups: dict[str, int], *, paused: bool = False) -> Iterator[tuple[object, str]]:
+    """A sandbox pueue daemon with these groups (name: parallel limit); yields it and the
+    ``pueue`` command to give MQIC. Groups are made through the daemon's socket: one CLI
+    start per group would cost seconds for the 200 groups of scenario 1."""
+    from tests.support.hpc import Sandbox
+
+    box = Sandbox()
+    try:
+        state = pueue_sandbox.StateDir(box.state_dir)
+        for name, parallel in groups.items():
+            request = {"cmd": "group", "group_cmd": "add", "name": name, "parallel": parallel, "json": False}
+            _check(pueue_sandbox.send_request(state, request))
+            if paused:
+                _check(pueue_sandbox.send_request(state, {"cmd": "pause", "group": name, "wait": True}))
+        yield box, str(_fast_wrapper(box))
+    finally:
+        box.cleanup()
+
+
+def _check(response: dict) -> None:
+    if not response["ok"]:
+        raise RuntimeError(f"sandbox pueue refused: {response['text']}")
+
+
+def _fast_wrapper(box) -> Path:
+    wrapper = Path(box.root, "bench-bin", "pueue")
+    wrapper.parent.mkdir()
+    wrapper.write_text(
+        FAST_PUEUE.format(
+            state_dir=shlex.quote(str(box.state_dir)),
+            version=shlex.quote(box.version),
+            python=shlex.quote(os.path.realpath(sys.executable)),
+            module_dir=shlex.quote(str(Path(pueue_sandbox.__file__).parent)),
+        )
+    )
+    wrapper.chmod(0o755)
+    return wrapper

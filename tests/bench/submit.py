@@ -1,0 +1,128 @@
+"""Scenario 1: submitting 200 small cases, MQIC's pass against the naive path of the seed.
+
+Both paths do the same database work through MQIC's own code (``claim``: GPU lock and
+``submitting``; ``transition``: the task id stored, ``running``), against the same sshd and
+the same sandbox pueue; only the remote side differs. MQIC: one ``submit_pass`` (one
+connection, one tar stream for every case, one batch of ``pueue add``). Naive, per case: a
+new ``scp -r`` and a new ``ssh ... pueue add`` with the OpenSSH binaries.
+
+All 200 cases are claimed in one pass because the host has 200 GPU groups, one pueue group
+each. The pueue groups are paused, so no task starts during the measurement: on this 2-core
+machine 200 tasks starting would take CPU from both paths (on a cluster they run elsewhere).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from datetime import datetime
+
+from django.conf import settings
+
+from cases.models import Case, CaseStatus
+from cases.services import intake, submission
+from cases.services.jobs import job_command
+from cases.services.transitions import transition
+from resources.models import GpuGroup
+from resources.remote import ssh
+from tests.support.hpc import make_hpc_host
+
+from .env import Bench, bench_sandbox
+from .folders import make_inbox
+from .measure import median_seconds, stopwatch
+from .report import ScenarioResult
+
+TITLE = "submit 200 small cases: MQIC pass vs naive scp + ssh per case"
+S = CaseStatus
+CASE = {"files": 3, "size": 20_000}
+
+
+def run(bench: Bench, result: ScenarioResult) -> None:
+    n = 30 if bench.quick else 200
+    groups = {f"g{i:03d}": 1 for i in range(n)}
+    with bench_sandbox(groups, paused=True) as (box, pueue):
+        host = make_hpc_host(bench.sshd, box, groups=tuple(groups), pueue_command=pueue)
+        mqic_seconds, stats = mqic_pass(bench, n)
+        add_seconds = seconds_per_add([add["time"] for add in box.adds()])
+        release_everything()
+        naive_seconds = naive_path(bench, host.pueue_command, n)
+        channel, connection = calibrate(bench)
+
+    result.add(f"MQIC submit_pass, {n} cases", mqic_seconds, "s")
+    result.add(f"naive scp -r + ssh pueue add, {n} cases", naive_seconds, "s")
+    result.add("naive / MQIC", naive_seconds / mqic_seconds, "x", (">=", 25))
+    result.add(
+        "MQIC: SSH connections opened in the pass (one worker)", stats.connections_opened, "count", ("<=", 1)
+    )
+    result.add("MQIC: remote round trips (exec channels) in the pass", stats.channels_opened, "count", ("<=", 3))
+    result.add("naive: SSH connections (each one round trip)", 2 * n, "count")
+    result.add("stand-in `pueue add` per add, in MQIC's batch", add_seconds * 1000, "ms")
+    result.add(
+        "MQIC: share of the pass spent in the n stand-in adds (derived)", n * add_seconds / mqic_seconds * 100, "%"
+    )
+    without = (naive_seconds - n * add_seconds) / (mqic_seconds - n * add_seconds)
+    result.add("naive / MQIC, n stand-in adds taken from both sides (derived)", without, "x")
+    result.add("context: exec channel `true` on a live connection", channel * 1000, "ms")
+    result.add("context: new OpenSSH connection `ssh true`", connection * 1000, "ms")
+    result.notes.append(
+        f"{n} GPU groups (paused pueue groups), cases of 3 x 20 KB. Both paths pay one sandbox "
+        f"`pueue add` per case ({add_seconds * 1000:.0f} ms, mostly the stand-in's Python start-up, "
+        "which the compiled pueue does not have); the derived ratio takes it out of both sides."
+    )
+
+
+def mqic_pass(bench: Bench, n: int) -> tuple[float, ssh.SshStats]:
+    """One ``submit_pass`` from a cold start: the connection is opened inside the pass."""
+    intake.scan(make_inbox(bench.dir("s1-mqic"), n, **CASE))
+    ssh.close_all()
+    ssh.reset_stats()
+    with stopwatch() as took:
+        report = submission.submit_pass()
+    stats = ssh.stats()
+    check_all_stored(n, f"MQIC pass: {report}")
+    return took[0], stats
+
+
+def release_everything() -> None:
+    """Bench housekeeping between the paths: the first batch is done, every GPU group free."""
+    Case.objects.filter(status=S.RUNNING).update(status=S.COMPLETED)
+    GpuGroup.objects.update(status=GpuGroup.Status.AVAILABLE, holder_id=None, assigned_at=None)
+
+
+def naive_path(bench: Bench, pueue: str, n: int) -> float:
+    """The seed's way, case after case: claim, ``scp -r``, ``ssh pueue add``, store the id."""
+    intake.scan(make_inbox(bench.dir("s1-naive"), n, **CASE))
+    waiting = Case.objects.filter(status=S.SUBMITTED).order_by("created_at", "pk").values_list("pk", flat=True)
+    with stopwatch() as took:
+        for case_id in list(waiting):
+            case = submission.claim(case_id)
+            subprocess.run(bench.scp(case.source_path, dest=case.remote_dir), check=True)
+            group = case.gpu_group
+            add = [pueue, "add", "-l", case.label, "-g", group.pueue_group, "-w", case.remote_dir, "-p", "--"]
+            add.append(job_command(settings.MQIC_ENTRY_SCRIPT, group.devices))
+            added = subprocess.run(bench.ssh(shlex.join(add)), check=True, capture_output=True, text=True)
+            task_id = int(added.stdout.split()[-1])
+            transition(case, S.SUBMITTING, S.RUNNING, reason="naive path", pueue_task_id=task_id)
+    check_all_stored(n, "naive path")
+    return took[0]
+
+
+def check_all_stored(n: int, what: str) -> None:
+    stored = Case.objects.filter(status=S.RUNNING, pueue_task_id__isnull=False).count()
+    if stored != n:
+        raise RuntimeError(f"{what}: {stored} of {n} cases got a stored task id")
+
+
+def seconds_per_add(times: list[str]) -> float:
+    """The interval between consecutive adds of one batch, from the sandbox's own add records."""
+    first, last = datetime.fromisoformat(times[0]), datetime.fromisoformat(times[-1])
+    return (last - first).total_seconds() / (len(times) - 1)
+
+
+def calibrate(bench: Bench) -> tuple[float, float]:
+    """What one more exec channel and one new OpenSSH connection cost on this machine now."""
+    transport = ssh.get_transport(bench.sshd.target())
+    transport.run("true")
+    channel = median_seconds(lambda: transport.run("true"), 5)
+    connection = median_seconds(lambda: subprocess.run(bench.ssh("true"), check=True), 5)
+    return channel, connection
