@@ -79,6 +79,14 @@ class Case(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "created_at"])]
+        # The operator actions of the admin, each granted on its own (the admin never edits a status).
+        permissions = [
+            ("retry_case", "Can retry a failed, cancelled or rejected case"),
+            ("cancel_case", "Can cancel a case (kills its remote task)"),
+            ("mark_failed_case", "Can mark a case failed and release its GPU group"),
+            ("reconcile_case", "Can run a reconciliation pass now"),
+            ("manage_orphans", "Can kill or adopt orphan remote tasks"),
+        ]
 
     def __str__(self):
         return self.name

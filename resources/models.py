@@ -36,6 +36,10 @@ class HpcHost(models.Model):
     class Meta:
         verbose_name = "HPC host"
         ordering = ["name"]
+        permissions = [
+            ("view_remote_state", "Can see a host's live pueue state and task logs"),
+            ("trust_host_key", "Can trust a host's SSH key"),
+        ]
 
     def __str__(self):
         return self.name
@@ -71,6 +75,11 @@ class GpuGroup(models.Model):
     class Meta:
         verbose_name = "GPU group"
         ordering = ["name"]
+        permissions = [
+            ("enable_gpugroup", "Can enable or disable GPU groups"),
+            ("release_gpugroup", "Can release a GPU group held by a case"),
+            ("sync_gpugroups", "Can create GPU groups from a host's pueue groups"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["host", "pueue_group"], name="unique_pueue_group_per_host"),
             models.CheckConstraint(

@@ -35,6 +35,22 @@ def lock_free_group(holder_id: int, *, host: HpcHost | None = None) -> GpuGroup 
     return None
 
 
+def lock_group(group_id: int, holder_id: int) -> GpuGroup | None:
+    """Assign this one group to ``holder_id`` if it is free; ``None`` when it is not.
+
+    For adopting a task that already runs in the group: unlike ``lock_free_group`` it
+    ignores ``blocked_reason``, which only keeps new work out.
+    """
+    with transaction.atomic():
+        won = GpuGroup.objects.filter(pk=group_id, status=Status.AVAILABLE).update(
+            status=Status.ASSIGNED,
+            holder_id=holder_id,
+            lease_generation=F("lease_generation") + 1,
+            assigned_at=timezone.now(),
+        )
+    return GpuGroup.objects.select_related("host").get(pk=group_id) if won else None
+
+
 def release_group(group_id: int, *, holder_id: int, generation: int) -> bool:
     """Free the group if ``holder_id`` still holds it under ``generation``; report whether it did."""
     with transaction.atomic():
@@ -81,7 +97,7 @@ def configure_from_settings(settings) -> tuple[HpcHost, list[GpuGroup]]:
     groups = []
     for pueue_group in settings.MQIC_GPU_GROUPS:
         group, _ = GpuGroup.objects.get_or_create(
-            host=host, pueue_group=pueue_group, defaults={"name": _group_name(host, pueue_group)}
+            host=host, pueue_group=pueue_group, defaults={"name": group_name_for(host, pueue_group)}
         )
         groups.append(group)
     for stale in host.gpu_groups.exclude(pueue_group__in=settings.MQIC_GPU_GROUPS):
@@ -89,7 +105,7 @@ def configure_from_settings(settings) -> tuple[HpcHost, list[GpuGroup]]:
     return host, groups
 
 
-def _group_name(host: HpcHost, pueue_group: str) -> str:
+def group_name_for(host: HpcHost, pueue_group: str) -> str:
     """Group names are global; prefix the host's only when another host already uses the name."""
     taken = GpuGroup.objects.filter(name=pueue_group).exclude(host=host).exists()
     return f"{host.name}-{pueue_group}" if taken else pueue_group

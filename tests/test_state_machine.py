@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -103,15 +102,14 @@ def test_enable_and_disable_leave_an_assigned_group_alone():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_racing_processes_never_both_win():
+def test_racing_processes_never_both_win(tmp_path):
     """Six processes race on the same 30 cases and 3 GPU groups: one winner per row."""
     cases = [make_case() for _ in range(30)]
     groups = [make_group() for _ in range(3)]
     ids = ",".join(str(c.pk) for c in cases)
-    start = time.time() + 3
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.support.race_worker", ids, str(start)],
+            [sys.executable, "-m", "tests.support.race_worker", ids, str(tmp_path), "6"],
             cwd=REPO,
             env=django_env(),
             stdout=subprocess.PIPE,

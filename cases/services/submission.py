@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from resources.connections import pueue_for, record_contact
 from resources.models import GpuGroup, HpcHost
+from resources.operations import missing_group_reason
 from resources.remote.errors import OutcomeUnknown, RemoteError
 from resources.remote.pueue import AddSpec, DaemonDown, UnknownGroup
 from resources.services import lock_free_group, set_blocked
@@ -186,7 +187,7 @@ def add_cases(host: HpcHost, pueue, cases: list[Case], report: SubmitReport) -> 
             report.returned.append(case.name)
         elif isinstance(result.error, UnknownGroup):
             # pueue refused before creating anything: a definite "no task".
-            set_blocked(case.gpu_group_id, f"pueue on {host.name} has no group {case.gpu_group.pueue_group}")
+            set_blocked(case.gpu_group_id, missing_group_reason(host, case.gpu_group.pueue_group))
             retry_or_fail(case, S.SUBMITTING, f"pueue add failed: {result.error}")
             report.returned.append(case.name)
         else:

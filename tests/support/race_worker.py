@@ -1,13 +1,15 @@
 """A separate process that races its peers on the same rows; prints what it won as JSON.
 
-Run as ``python -m tests.support.race_worker <case ids> <start time>``; every worker
-sleeps until the shared start time so that they really collide.
+Run as ``python -m tests.support.race_worker <case ids> <barrier dir> <workers>``: each
+worker, once Django is set up, marks itself ready in the barrier folder and waits for all
+the others, so that they really collide however slow the machine is.
 """
 
 import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import django
 
@@ -20,7 +22,10 @@ def main() -> None:
     from resources.services import lock_free_group
 
     case_ids = [int(x) for x in sys.argv[1].split(",")]
-    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+    barrier, workers = Path(sys.argv[2]), int(sys.argv[3])
+    (barrier / str(os.getpid())).touch()
+    while len(list(barrier.iterdir())) < workers:
+        time.sleep(0.005)
     won_cases, won_groups = [], []
     for case_id in case_ids:
         if transition(case_id, CaseStatus.SUBMITTED, CaseStatus.SUBMITTING, reason=f"race {os.getpid()}"):
