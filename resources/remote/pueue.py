@@ -247,14 +247,7 @@ def _failure(command: str, result: CommandResult) -> CommandFailed:
         kind = UnknownGroup
     else:
         kind = CommandFailed
-    detail = (result.stderr.strip() or result.stdout.strip())[-500:]
-    return kind(
-        f"pueue exited {result.exit_code}: {detail}",
-        command=command,
-        exit_code=result.exit_code,
-        stdout=result.stdout,
-        stderr=result.stderr,
-    )
+    return result.failure(command, kind, what="pueue")
 
 
 def _added_task_id(command: str, result: CommandResult) -> int:

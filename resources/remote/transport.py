@@ -27,15 +27,21 @@ class CommandResult:
     def check(self, command: str) -> CommandResult:
         """Return self, or raise ``CommandFailed`` if the command exited non-zero."""
         if self.exit_code != 0:
-            detail = (self.stderr or self.stdout).strip()
-            raise CommandFailed(
-                f"remote command exited {self.exit_code}: {detail[-500:]}",
-                command=command,
-                exit_code=self.exit_code,
-                stdout=self.stdout,
-                stderr=self.stderr,
-            )
+            raise self.failure(command)
         return self
+
+    def failure(
+        self, command: str, kind: type[CommandFailed] = CommandFailed, what: str = "remote command"
+    ) -> CommandFailed:
+        """The error for this non-zero exit, carrying the output (its tail in the message)."""
+        detail = (self.stderr.strip() or self.stdout.strip())[-500:]
+        return kind(
+            f"{what} exited {self.exit_code}: {detail}",
+            command=command,
+            exit_code=self.exit_code,
+            stdout=self.stdout,
+            stderr=self.stderr,
+        )
 
 
 class Transport(Protocol):
