@@ -85,6 +85,7 @@ class CaseAdmin(admin.ModelAdmin):
                     "gpu_group",
                     "host",
                     "remote_dir",
+                    "upload_percent",
                     "pueue_task_id",
                     "pueue_task_created_at",
                     "lease_generation",

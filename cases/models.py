@@ -57,6 +57,9 @@ class Case(models.Model):
         help_text="While a worker submits or finishes the case: after this a peer may take it over.",
     )
     remote_dir = models.CharField(max_length=1024, blank=True)
+    upload_percent = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="How much of the case is uploaded, while a large upload runs."
+    )
     pueue_task_id = models.PositiveIntegerField(null=True, blank=True)
     pueue_task_created_at = models.DateTimeField(null=True, blank=True)
     last_seen_task = models.JSONField(null=True, blank=True, help_text="The remote task as last seen.")

@@ -6,6 +6,7 @@ import pytest
 
 from cases.models import Case, CaseStatus
 from cases.services import intake, monitoring, submission
+from cases.services.progress import UploadProgress
 from resources.models import GpuGroup, HpcHost
 from resources.remote import ssh
 from tests.support.cases import drop_case
@@ -90,3 +91,26 @@ def test_an_unreachable_host_fails_nothing_and_says_why(hpc, dirs):
     assert "upload to sshd failed" in case.events.last().reason
     assert GpuGroup.objects.filter(status="assigned").count() == 0
     assert HpcHost.objects.get().last_error
+
+
+def test_upload_progress_follows_each_case_through_the_stream(db, tmp_path):
+    first = drop_case(tmp_path, "first", files={"a.bin": b"1" * 1000})
+    second = drop_case(tmp_path, "second", files={"b.bin": b"2" * 3000})
+    cases = [Case.objects.create(name=p.name, source_path=str(p), status=S.SUBMITTING) for p in (first, second)]
+    progress = UploadProgress(cases, interval=0)
+    sizes = [case_size for _id, _start, case_size in progress.spans]
+    percents = []
+    for sent in (sizes[0] // 2, sizes[0], sizes[0] + sizes[1] // 3, sum(sizes)):
+        progress(sent)
+        percents.append(tuple(Case.objects.get(pk=c.pk).upload_percent for c in cases))
+    assert percents == [(50, 0), (100, 0), (100, 33), (100, 100)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_upload_reports_its_progress(hpc, dirs, monkeypatch):
+    """The SSH transport reports from its worker thread, which writes through its own connection."""
+    monkeypatch.setattr("cases.services.progress.INTERVAL_SECONDS", 0)
+    drop_case(dirs.MQIC_NEW_CASES_DIR, "big", files={"big.bin": b"\0" * 30_000_000})
+    intake.scan()
+    assert submission.submit_pass().started == ["big"]
+    assert Case.objects.get().upload_percent == 100

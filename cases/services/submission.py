@@ -34,6 +34,7 @@ from ..faults import crash_point
 from ..models import Case, CaseStatus
 from .jobs import is_our_task, job_command, remote_dir
 from .lifecycle import adopt, give_back, retry_or_fail
+from .progress import UploadProgress
 from .transitions import record_event, transition
 
 S = CaseStatus
@@ -100,6 +101,7 @@ def claim(case_id: int) -> Case | None:
             pueue_task_id=None,
             pueue_task_created_at=None,
             exit_code=None,
+            upload_percent=None,
         )
         if not moved:
             transaction.set_rollback(True)  # a peer took the case: our lock goes with it
@@ -112,10 +114,14 @@ def submit_to_host(host: HpcHost, cases: list[Case], report: SubmitReport) -> No
     pueue = pueue_for(host)
     try:
         cases = adopt_earlier_attempts(pueue, cases, report)
+        progress = UploadProgress(cases)
+
+        def on_progress(sent: int) -> None:
+            crash_point("mid_upload")
+            progress(sent)
+
         pueue.transport.upload_tree(
-            [(Path(c.source_path), c.label) for c in cases],
-            host.base_dir,
-            progress=lambda _sent: crash_point("mid_upload"),
+            [(Path(c.source_path), c.label) for c in cases], host.base_dir, progress=on_progress
         )
     except RemoteError as error:
         # No add was attempted in this pass: nothing of these cases runs remotely.
