@@ -8,7 +8,7 @@ generation it holds, so a stale worker cannot free a group that was re-assigned 
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -23,13 +23,16 @@ def lock_free_group(holder_id: int, *, host: HpcHost | None = None) -> GpuGroup 
     if host is not None:
         candidates = candidates.filter(host=host)
     for group_id in candidates.order_by("lease_generation", "name").values_list("pk", flat=True):
-        with transaction.atomic():
-            won = GpuGroup.objects.filter(pk=group_id, status=Status.AVAILABLE, blocked_reason="").update(
-                status=Status.ASSIGNED,
-                holder_id=holder_id,
-                lease_generation=F("lease_generation") + 1,
-                assigned_at=timezone.now(),
-            )
+        try:
+            with transaction.atomic():
+                won = GpuGroup.objects.filter(pk=group_id, status=Status.AVAILABLE, blocked_reason="").update(
+                    status=Status.ASSIGNED,
+                    holder_id=holder_id,
+                    lease_generation=F("lease_generation") + 1,
+                    assigned_at=timezone.now(),
+                )
+        except IntegrityError:
+            return None  # the holder already holds a group (a peer claimed it): no second lock
         if won:
             return GpuGroup.objects.select_related("host").get(pk=group_id)
     return None
