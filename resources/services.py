@@ -22,7 +22,9 @@ def lock_free_group(holder_id: int, *, host: HpcHost | None = None) -> GpuGroup 
     candidates = GpuGroup.objects.filter(status=Status.AVAILABLE, blocked_reason="", host__enabled=True)
     if host is not None:
         candidates = candidates.filter(host=host)
-    for group_id in candidates.order_by("lease_generation", "name").values_list("pk", flat=True):
+    candidates = candidates.order_by("lease_generation", "name").values_list("pk", flat=True)
+    # Try the first free group; if a peer wins it, the next query no longer sees it as free.
+    while (group_id := candidates.first()) is not None:
         try:
             with transaction.atomic():
                 won = GpuGroup.objects.filter(pk=group_id, status=Status.AVAILABLE, blocked_reason="").update(

@@ -8,6 +8,7 @@ records its argv, to prove the quoting survives a shell.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 
 from resources.remote.errors import BadOutput, CommandFailed, OutcomeUnknown
 from resources.remote.pueue import (
+    ADD_WAVE,
     AddResult,
     AddSpec,
     DaemonDown,
@@ -289,8 +291,8 @@ def test_add_many_is_one_round_trip_and_reports_each_spec():
     (call,) = transport.calls
     assert call.command == "sh -s"
     script = call.stdin.decode()
-    assert "pueue add -l case-a -g gpu -w /w/a -p -- 'run a' </dev/null\n" in script
-    assert "MODE=fast pueue add -l case-c -g gpu -w /w/c -p -- 'run c' </dev/null\n" in script
+    assert " pueue add -l case-a -g gpu -w /w/a -p -- 'run a' </dev/null;" in script
+    assert " MODE=fast pueue add -l case-c -g gpu -w /w/c -p -- 'run c' </dev/null;" in script
 
 
 def test_add_many_separates_stdout_and_stderr_per_add():
@@ -357,13 +359,26 @@ def test_add_many_uses_a_fresh_tag_every_time():
 # --- add_many through a real shell --------------------------------------------------------------
 
 FAKE_PUEUE = r"""#!/bin/sh
-# Stand-in for `pueue add -p`: records argc, argv and $MQIC_TEST_VAR (NUL-separated), refuses
-# group "nope" as pueue 4.x does, prints a 3.x version warning and then a fresh id.
+# Stand-in for `pueue add -p`: refuses group "nope" as pueue 4.x does, prints a 3.x version
+# warning and then a fresh id, and records argc, argv, $MQIC_TEST_VAR and the id it gave ("-" if
+# none), NUL-separated. add_many runs adds side by side, so counter and record are kept under a
+# lock. With a file "barrier" holding N, each call first waits until N calls have started.
 here=$(dirname "$0")
-printf '%s\0' "$#" "$@" "${MQIC_TEST_VAR-<unset>}" >>"$here/argv"
+if [ -f "$here/barrier" ]; then
+    mkdir -p "$here/started" && : >"$here/started/$$"
+    tries=0
+    while [ "$(ls "$here/started" | wc -l)" -lt "$(cat "$here/barrier")" ]; do
+        tries=$((tries + 1))
+        [ "$tries" -gt 200 ] && { echo "alone at the barrier: the adds did not run side by side" >&2; exit 99; }
+        sleep 0.05
+    done
+fi
+exec 9>>"$here/lock"
+flock 9
 prev=
 for arg in "$@"; do
     if [ "$prev" = "-g" ] && [ "$arg" = "nope" ]; then
+        printf '%s\0' "$#" "$@" "${MQIC_TEST_VAR-<unset>}" - >>"$here/argv"
         echo "Group nope doesn't exists. Use one of these: [\"default\"]" >&2
         exit 1
     fi
@@ -371,6 +386,7 @@ for arg in "$@"; do
 done
 count=$(( $(cat "$here/count" 2>/dev/null || echo 0) + 1 ))
 echo "$count" >"$here/count"
+printf '%s\0' "$#" "$@" "${MQIC_TEST_VAR-<unset>}" "$count" >>"$here/argv"
 echo "Different daemon version detected '3.3.0'. Consider restarting the daemon."
 echo "$count"
 """
@@ -379,19 +395,35 @@ echo "$count"
 class ShellTransport:
     """Runs commands through a real local ``sh``, the way a login shell runs them over SSH."""
 
+    def __init__(self, env: dict[str, str] | None = None):
+        self.env = env
+
     def run(self, command, *, stdin=None, timeout=None):
-        done = subprocess.run(["sh", "-c", command], input=stdin or b"", capture_output=True, timeout=60)
+        env = {**os.environ, **self.env} if self.env else None
+        done = subprocess.run(["sh", "-c", command], input=stdin or b"", capture_output=True, timeout=60, env=env)
         return CommandResult(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
-def recorded_calls(argv_file: Path) -> list[tuple[list[str], str]]:
-    """(argv, MQIC_TEST_VAR) for each fake pueue run, decoded from the NUL-separated record."""
+@dataclass(frozen=True)
+class FakeCall:
+    argv: list[str]
+    test_var: str
+    task_id: int | None
+
+    @property
+    def label(self) -> str:
+        return self.argv[self.argv.index("-l") + 1]
+
+
+def recorded_calls(argv_file: Path) -> list[FakeCall]:
+    """Each fake pueue run, in the order they took the lock, decoded from the NUL-separated record."""
     words = argv_file.read_bytes().decode().split("\0")[:-1]
     calls = []
     while words:
         count = int(words.pop(0))
         argv, words = words[:count], words[count:]
-        calls.append((argv, words.pop(0)))
+        test_var, task_id = words.pop(0), words.pop(0)
+        calls.append(FakeCall(argv, test_var, None if task_id == "-" else int(task_id)))
     return calls
 
 
@@ -417,21 +449,48 @@ def test_add_many_quoting_survives_a_real_shell(fake_pueue):
 
     results = client.add_many(specs)
 
-    assert [r.task_id for r in results] == [1, None, 2]
+    calls = {call.label: call for call in recorded_calls(fake_pueue.parent / "argv")}
+    assert [r.task_id for r in results] == [calls[NASTY_LABEL].task_id, None, calls[""].task_id]
+    assert {calls[NASTY_LABEL].task_id, calls[""].task_id} == {1, 2}
     assert isinstance(results[1].error, UnknownGroup)
     assert "Group nope doesn't exists" in results[1].error.stderr
-    calls = recorded_calls(fake_pueue.parent / "argv")
-    assert calls == [
-        (
-            [*config, "add", "-l", NASTY_LABEL, "-g", "gpu", "-w", odd_dir, "-p", "--", NASTY_COMMAND],
-            odd_value,
-        ),
-        ([*config, "add", "-l", "case-b", "-g", "nope", "-w", "/w", "-p", "--", "echo never"], "<unset>"),
-        ([*config, "add", "-l", "", "-g", "default", "-w", "/w/$(x)", "-p", "--", "--help"], "<unset>"),
-    ]
-    for (argv, _), spec in zip(calls, specs, strict=True):
+    add = [*config, "add", "-l"]
+    assert calls[NASTY_LABEL].argv == [*add, NASTY_LABEL, "-g", "gpu", "-w", odd_dir, "-p", "--", NASTY_COMMAND]
+    assert calls[NASTY_LABEL].test_var == odd_value
+    assert calls["case-b"].argv == [*add, "case-b", "-g", "nope", "-w", "/w", "-p", "--", "echo never"]
+    assert calls[""].argv == [*add, "", "-g", "default", "-w", "/w/$(x)", "-p", "--", "--help"]
+    assert calls["case-b"].test_var == calls[""].test_var == "<unset>"
+    for spec in specs:
+        argv = calls[spec.label].argv
         # pueue joins the words after `--` with spaces and runs that with `sh -c`:
         assert " ".join(argv[argv.index("--") + 1 :]) == spec.command
+
+
+def test_add_many_runs_the_adds_of_a_wave_side_by_side(fake_pueue):
+    """Each add waits at a barrier until all three have started: run one by one, none would pass."""
+    (fake_pueue.parent / "barrier").write_text("3")
+    client = PueueClient(ShellTransport(), command=shlex.quote(str(fake_pueue)))
+
+    results = client.add_many(AddSpec("true", f"case-{i}", "gpu", "/w") for i in range(3))
+
+    assert [r.error for r in results] == [None] * 3
+    assert sorted(r.task_id for r in results) == [1, 2, 3]
+
+
+def test_add_many_in_several_waves_keeps_each_result_with_its_spec_and_leaves_no_files(fake_pueue, tmp_path):
+    scratch = tmp_path / "remote tmp"
+    scratch.mkdir()
+    client = PueueClient(ShellTransport(env={"TMPDIR": str(scratch)}), command=shlex.quote(str(fake_pueue)))
+    groups = ["nope" if i == ADD_WAVE else "gpu" for i in range(2 * ADD_WAVE + 3)]
+    specs = [AddSpec("true", f"case-{i}", group, "/w") for i, group in enumerate(groups)]
+
+    results = client.add_many(specs)
+
+    calls = {call.label: call for call in recorded_calls(fake_pueue.parent / "argv")}
+    assert [r.task_id for r in results] == [calls[spec.label].task_id for spec in specs]
+    assert isinstance(results[ADD_WAVE].error, UnknownGroup)
+    assert sorted(r.task_id for r in results if r.ok) == list(range(1, len(specs)))
+    assert list(scratch.iterdir()) == []
 
 
 def test_single_add_through_a_real_shell(fake_pueue):
@@ -441,7 +500,7 @@ def test_single_add_through_a_real_shell(fake_pueue):
 
     assert task_id == 1
     assert recorded_calls(fake_pueue.parent / "argv") == [
-        (["add", "-l", NASTY_LABEL, "-g", "g", "-w", "/w", "-p", "--", NASTY_COMMAND], "$HOME")
+        FakeCall(["add", "-l", NASTY_LABEL, "-g", "g", "-w", "/w", "-p", "--", NASTY_COMMAND], "$HOME", 1)
     ]
 
 

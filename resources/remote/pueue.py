@@ -111,8 +111,8 @@ class PueueClient:
     def add_many(self, specs: Iterable[AddSpec]) -> list[AddResult]:
         """Add several tasks in ONE round trip; one ``AddResult`` per spec, in order.
 
-        The adds run one after another in a ``sh`` script fed on stdin (no command-line length
-        limit, and independent of the login shell's syntax). Each add's output and exit code is
+        The adds run in waves of ``ADD_WAVE`` in a ``sh`` script fed on stdin (no command-line
+        length limit, and independent of the login shell's syntax). Each add's output and exit code is
         framed by marker lines carrying a fresh random tag, which no task data can forge. A spec
         whose frame is missing (the script was cut short) gets ``OutcomeUnknown``. A transport
         failure raises ``OutcomeUnknown`` for the whole batch: callers must look up the labels.
@@ -300,21 +300,35 @@ def _env_prefix(env: Mapping[str, str] | None) -> str:
     return " ".join(assignments) + " "
 
 
-def _batch_script(tag: str, commands: Sequence[str]) -> str:
-    """A ``sh`` script running each add between marker lines on both stdout and stderr.
+ADD_WAVE = 8
+"""How many adds of a batch run side by side. Each ``pueue add`` is a client process that mostly
+starts up and waits on the daemon, so a few at once overlap that wait on a multi-core login node;
+pueued handles messages one at a time under its state lock, so a wider wave gains nothing. The
+order of the adds does not matter: a pass adds at most one task per pueue group."""
 
-    The newline printed before each end marker guarantees it starts a line even if pueue's output
-    did not end with one; ``_frames`` removes it again. ``</dev/null`` keeps an add from reading
-    the rest of the script, which ``sh -s`` is still reading from stdin.
+
+def _batch_script(tag: str, commands: Sequence[str]) -> str:
+    """A ``sh`` script running the adds ``ADD_WAVE`` at a time, each between marker lines.
+
+    Each add writes its framed stdout and stderr to files of its own in a private temporary
+    directory; after each wave the files are printed in order, so frames never interleave and a
+    script cut short has printed every wave it finished. The newline printed before each end marker
+    guarantees it starts a line even if pueue's output did not end with one; ``_frames`` removes it
+    again. ``</dev/null`` keeps an add from reading the rest of the script, which ``sh -s`` is still
+    reading from stdin.
     """
-    lines = []
-    for index, command in enumerate(commands):
-        lines += [
-            f"printf '%s\\n' '{tag} {index} begin'; printf '%s\\n' '{tag} {index} begin' >&2",
-            f"{command} </dev/null",
-            "code=$?",
-            f"printf '\\n%s %s\\n' '{tag} {index} end' \"$code\"; printf '\\n%s\\n' '{tag} {index} end' >&2",
-        ]
+    lines = ["dir=$(mktemp -d) || exit 1", "trap 'rm -rf \"$dir\"' EXIT"]
+    for start in range(0, len(commands), ADD_WAVE):
+        wave = range(start, min(start + ADD_WAVE, len(commands)))
+        for index in wave:
+            begin, end = f"'{tag} {index} begin'", f"'{tag} {index} end'"
+            lines.append(
+                f"{{ printf '%s\\n' {begin}; printf '%s\\n' {begin} >&2; {commands[index]} </dev/null; code=$?; "
+                f"printf '\\n%s %s\\n' {end} \"$code\"; printf '\\n%s\\n' {end} >&2; }}"
+                f' >"$dir/{index}.out" 2>"$dir/{index}.err" &'
+            )
+        lines.append("wait")
+        lines += [f'cat "$dir/{index}.out"; cat "$dir/{index}.err" >&2' for index in wave]
     return "\n".join(lines) + "\n"
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,18 +17,6 @@ from resources.sandbox import pueue_sandbox
 from tests.support.sshd import LOOPBACK, SshServer
 
 REPO = Path(__file__).resolve().parents[2]
-
-FAST_PUEUE = """#!/bin/sh
-# The sandbox pueue CLI for the benchmark: the sandbox's own main(), started by the interpreter
-# binary itself from the module's cached bytecode rather than by a pyenv shim compiling the
-# script on every call (~110 ms -> ~35 ms a call here), so the stand-in's start-up, paid once
-# per `pueue add` by both paths alike, weighs less against what the benchmark compares.
-PUEUE_SANDBOX_DIR={state_dir}
-PUEUE_SANDBOX_VERSION={version}
-export PUEUE_SANDBOX_DIR PUEUE_SANDBOX_VERSION
-exec {python} -I -S -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); import pueue_sandbox; \
-sys.exit(pueue_sandbox.main())' {module_dir} "$@"
-"""
 
 
 def setup_django(workdir: Path) -> None:
@@ -105,7 +91,7 @@ def bench_sandbox(groups: dict[str, int], *, paused: bool = False) -> Iterator[t
             _check(pueue_sandbox.send_request(state, request))
             if paused:
                 _check(pueue_sandbox.send_request(state, {"cmd": "pause", "group": name, "wait": True}))
-        yield box, str(_fast_wrapper(box))
+        yield box, box.pueue
     finally:
         box.cleanup()
 
@@ -113,18 +99,3 @@ def bench_sandbox(groups: dict[str, int], *, paused: bool = False) -> Iterator[t
 def _check(response: dict) -> None:
     if not response["ok"]:
         raise RuntimeError(f"sandbox pueue refused: {response['text']}")
-
-
-def _fast_wrapper(box) -> Path:
-    wrapper = Path(box.root, "bench-bin", "pueue")
-    wrapper.parent.mkdir()
-    wrapper.write_text(
-        FAST_PUEUE.format(
-            state_dir=shlex.quote(str(box.state_dir)),
-            version=shlex.quote(box.version),
-            python=shlex.quote(os.path.realpath(sys.executable)),
-            module_dir=shlex.quote(str(Path(pueue_sandbox.__file__).parent)),
-        )
-    )
-    wrapper.chmod(0o755)
-    return wrapper
