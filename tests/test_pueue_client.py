@@ -19,7 +19,7 @@ import pytest
 
 from resources.remote.errors import BadOutput, CommandFailed, OutcomeUnknown
 from resources.remote.pueue import (
-    ADD_WAVE,
+    ADD_LANES,
     AddResult,
     AddSpec,
     DaemonDown,
@@ -466,7 +466,7 @@ def test_add_many_quoting_survives_a_real_shell(fake_pueue):
         assert " ".join(argv[argv.index("--") + 1 :]) == spec.command
 
 
-def test_add_many_runs_the_adds_of_a_wave_side_by_side(fake_pueue):
+def test_add_many_runs_adds_side_by_side(fake_pueue):
     """Each add waits at a barrier until all three have started: run one by one, none would pass."""
     (fake_pueue.parent / "barrier").write_text("3")
     client = PueueClient(ShellTransport(), command=shlex.quote(str(fake_pueue)))
@@ -477,18 +477,18 @@ def test_add_many_runs_the_adds_of_a_wave_side_by_side(fake_pueue):
     assert sorted(r.task_id for r in results) == [1, 2, 3]
 
 
-def test_add_many_in_several_waves_keeps_each_result_with_its_spec_and_leaves_no_files(fake_pueue, tmp_path):
+def test_add_many_with_more_adds_than_lanes_keeps_results_with_specs_and_leaves_no_files(fake_pueue, tmp_path):
     scratch = tmp_path / "remote tmp"
     scratch.mkdir()
     client = PueueClient(ShellTransport(env={"TMPDIR": str(scratch)}), command=shlex.quote(str(fake_pueue)))
-    groups = ["nope" if i == ADD_WAVE else "gpu" for i in range(2 * ADD_WAVE + 3)]
+    groups = ["nope" if i == ADD_LANES else "gpu" for i in range(2 * ADD_LANES + 3)]
     specs = [AddSpec("true", f"case-{i}", group, "/w") for i, group in enumerate(groups)]
 
     results = client.add_many(specs)
 
     calls = {call.label: call for call in recorded_calls(fake_pueue.parent / "argv")}
     assert [r.task_id for r in results] == [calls[spec.label].task_id for spec in specs]
-    assert isinstance(results[ADD_WAVE].error, UnknownGroup)
+    assert isinstance(results[ADD_LANES].error, UnknownGroup)
     assert sorted(r.task_id for r in results if r.ok) == list(range(1, len(specs)))
     assert list(scratch.iterdir()) == []
 

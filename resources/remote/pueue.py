@@ -111,8 +111,8 @@ class PueueClient:
     def add_many(self, specs: Iterable[AddSpec]) -> list[AddResult]:
         """Add several tasks in ONE round trip; one ``AddResult`` per spec, in order.
 
-        The adds run in waves of ``ADD_WAVE`` in a ``sh`` script fed on stdin (no command-line
-        length limit, and independent of the login shell's syntax). Each add's output and exit code is
+        The adds run in ``ADD_LANES`` lanes side by side, in a ``sh`` script fed on stdin (no
+        command-line length limit, and independent of the login shell's syntax). Each add's output and exit code is
         framed by marker lines carrying a fresh random tag, which no task data can forge. A spec
         whose frame is missing (the script was cut short) gets ``OutcomeUnknown``. A transport
         failure raises ``OutcomeUnknown`` for the whole batch: callers must look up the labels.
@@ -300,35 +300,37 @@ def _env_prefix(env: Mapping[str, str] | None) -> str:
     return " ".join(assignments) + " "
 
 
-ADD_WAVE = 8
+ADD_LANES = 8
 """How many adds of a batch run side by side. Each ``pueue add`` is a client process that mostly
 starts up and waits on the daemon, so a few at once overlap that wait on a multi-core login node;
-pueued handles messages one at a time under its state lock, so a wider wave gains nothing. The
+pueued handles messages one at a time under its state lock, so more lanes gain nothing. The
 order of the adds does not matter: a pass adds at most one task per pueue group."""
 
 
 def _batch_script(tag: str, commands: Sequence[str]) -> str:
-    """A ``sh`` script running the adds ``ADD_WAVE`` at a time, each between marker lines.
+    """A ``sh`` script running the adds in ``ADD_LANES`` lanes, each add between marker lines.
 
-    Each add writes its framed stdout and stderr to files of its own in a private temporary
-    directory; after each wave the files are printed in order, so frames never interleave and a
-    script cut short has printed every wave it finished. The newline printed before each end marker
-    guarantees it starts a line even if pueue's output did not end with one; ``_frames`` removes it
-    again. ``</dev/null`` keeps an add from reading the rest of the script, which ``sh -s`` is still
-    reading from stdin.
+    A lane runs its share of the adds one after another (add i goes to lane i mod ADD_LANES), each
+    writing its framed stdout and stderr to files of its own in a private temporary directory.
+    Once every lane is done the frames are printed in order, so they never interleave; a script
+    cut short prints none, and every add of it is then unknown. The newline printed before each
+    end marker guarantees it starts a line even if pueue's output did not end with one; ``_frames``
+    removes it again. ``</dev/null`` keeps an add from reading the rest of the script, which
+    ``sh -s`` is still reading from stdin.
     """
     lines = ["dir=$(mktemp -d) || exit 1", "trap 'rm -rf \"$dir\"' EXIT"]
-    for start in range(0, len(commands), ADD_WAVE):
-        wave = range(start, min(start + ADD_WAVE, len(commands)))
-        for index in wave:
+    for lane in range(min(ADD_LANES, len(commands))):
+        lines.append("{")
+        for index in range(lane, len(commands), ADD_LANES):
             begin, end = f"'{tag} {index} begin'", f"'{tag} {index} end'"
             lines.append(
-                f"{{ printf '%s\\n' {begin}; printf '%s\\n' {begin} >&2; {commands[index]} </dev/null; code=$?; "
-                f"printf '\\n%s %s\\n' {end} \"$code\"; printf '\\n%s\\n' {end} >&2; }}"
-                f' >"$dir/{index}.out" 2>"$dir/{index}.err" &'
+                f"    {{ printf '%s\\n' {begin}; printf '%s\\n' {begin} >&2; {commands[index]} </dev/null; "
+                f"code=$?; printf '\\n%s %s\\n' {end} \"$code\"; printf '\\n%s\\n' {end} >&2; }}"
+                f' >"$dir/{index}.out" 2>"$dir/{index}.err"'
             )
-        lines.append("wait")
-        lines += [f'cat "$dir/{index}.out"; cat "$dir/{index}.err" >&2' for index in wave]
+        lines.append("} &")
+    outs, errs = (" ".join(f'"$dir/{index}.{kind}"' for index in range(len(commands))) for kind in ("out", "err"))
+    lines += ["wait", f"cat {outs}", f"cat {errs} >&2"]  # one cat each: a process per file costs ms
     return "\n".join(lines) + "\n"
 
 

@@ -25,7 +25,7 @@ from cases.services.jobs import job_command
 from cases.services.transitions import transition
 from resources.models import GpuGroup
 from resources.remote import ssh
-from resources.remote.pueue import ADD_WAVE
+from resources.remote.pueue import ADD_LANES
 from tests.support.hpc import make_hpc_host
 
 from .env import Bench, bench_sandbox
@@ -60,7 +60,7 @@ def run(bench: Bench, result: ScenarioResult) -> None:
     result.add("MQIC: remote round trips (exec channels) in the pass", stats.channels_opened, "count", ("<=", 3))
     result.add("naive: SSH connections (each one round trip)", 2 * n, "count")
     result.add("stand-in `pueue add` alone (what the naive path pays per case)", one_add * 1000, "ms")
-    result.add(f"MQIC: its {n} stand-in adds, first to last (waves of {ADD_WAVE})", add_span, "s")
+    result.add(f"MQIC: its {n} stand-in adds, first to last ({ADD_LANES} lanes side by side)", add_span, "s")
     result.add("MQIC: share of the pass spent in the stand-in adds", add_span / mqic_seconds * 100, "%")
     without = (naive_seconds - n * one_add) / (mqic_seconds - add_span)
     result.add("naive / MQIC, the stand-in adds taken from both sides (derived)", without, "x")
@@ -69,7 +69,7 @@ def run(bench: Bench, result: ScenarioResult) -> None:
     result.notes.append(
         f"{n} GPU groups (paused pueue groups), cases of 3 x 20 KB. Both paths run one sandbox "
         f"`pueue add` per case ({one_add * 1000:.0f} ms alone, mostly the stand-in's Python start-up, "
-        "which the compiled pueue does not have); MQIC runs its adds in waves side by side in one "
+        "which the compiled pueue does not have); MQIC runs its adds in lanes side by side in one "
         "round trip, the naive path one per connection. The derived ratio takes the adds out of both."
     )
 
