@@ -93,6 +93,11 @@ def run(bench: Bench, result: ScenarioResult) -> None:
     result.add(f"{n} running: the monitor's loading of the running cases alone", load, "s")
     full = median_seconds(lambda: check_steady(monitoring.monitor_pass(), n), REPEAT)
     result.add(f"{n} running: monitor_pass over SSH (fetch + parse + decide)", full, "s")
+    for run_pass in (monitoring.monitor_pass, reconciliation.reconcile_pass):
+        ssh.reset_stats()
+        run_pass()
+        trips = ssh.stats().channels_opened
+        result.add(f"{n} running: remote round trips of one {run_pass.__name__}", trips, "count", ("<=", 1))
 
     history = tasks.status_json(n, live=GROUPS)
     status_file.write_text(history)
