@@ -112,10 +112,11 @@ class PueueClient:
         """Add several tasks in ONE round trip; one ``AddResult`` per spec, in order.
 
         The adds run in ``ADD_LANES`` lanes side by side, in a ``sh`` script fed on stdin (no
-        command-line length limit, and independent of the login shell's syntax). Each add's output and exit code is
-        framed by marker lines carrying a fresh random tag, which no task data can forge. A spec
-        whose frame is missing (the script was cut short) gets ``OutcomeUnknown``. A transport
-        failure raises ``OutcomeUnknown`` for the whole batch: callers must look up the labels.
+        command-line length limit, and independent of the login shell's syntax). Each add's output
+        and exit code is framed by marker lines carrying a fresh random tag, which no task data can
+        forge. A spec whose frame is missing (the script was cut short) gets ``OutcomeUnknown``. A
+        transport failure raises ``OutcomeUnknown`` for the whole batch: callers must look up the
+        labels.
         """
         specs = list(specs)
         commands = [self._add_command(spec) for spec in specs]
