@@ -5,15 +5,25 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/mqic
+# make test runs the suite on this many pytest-xdist workers (each has a test database of its own);
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 
-.PHONY: run test lint test-sqlite test-postgres bench soak venv system-packages postgres
+.PHONY: run stop test lint test-sqlite test-postgres bench soak venv system-packages postgres redis
 
-## make run: the whole system on the embedded default (SQLite, a local sandbox HPC).
+## make run: the whole system on the embedded default (SQLite, a local sandbox HPC; MQIC_DEMO_HOSTS=2 for two).
+# sandbox/demo.py starts the local HPC(s), makes a secret key once into var/secret_key, prepares the
+# database (bootstrap_demo) and runs the Procfile's processes; Ctrl-C (or `make stop`) stops all of
+# them and the HPC daemons. Everything under var/ is private to its owner.
 run: venv
-	$(PY) manage.py bootstrap_demo
-	$(VENV)/bin/honcho start -f Procfile
+	umask 077; mkdir -p var && chmod -R go-rwx var
+	umask 077; exec $(PY) -m sandbox.demo run
 
-## make test: lint, then the whole suite on SQLite and again on PostgreSQL.
+## make stop: from another terminal, what Ctrl-C on `make run` does.
+stop:
+	$(PY) -m sandbox.demo stop
+
+## make test: lint, the whole suite on SQLite, then on PostgreSQL what depends on the database engine.
 test: venv system-packages lint test-sqlite test-postgres
 
 lint: venv
@@ -21,18 +31,23 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 test-sqlite: venv
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS)
 
-test-postgres: venv postgres
-	DATABASE_URL=$(PG_URL) $(VENV)/bin/pytest
+# The PostgreSQL pass also runs the tests marked postgres (several qcluster nodes; Redis as the broker),
+# which the SQLite pass deselects and lists.
+test-postgres: venv postgres redis
+	DATABASE_URL=$(PG_URL) $(VENV)/bin/pytest -n $(TEST_WORKERS) -m "engine and not slow"
 
 ## make bench: the benchmark (not part of the tests); prints a table and writes bench-results/.
-bench: venv system-packages
+# Scenarios 1 and 7-9 run real pueue from MQIC_REAL_PUEUE_BIN (as make test does); 9 runs on
+# PostgreSQL with the Redis broker.
+bench: venv system-packages postgres redis
 	$(PY) -m tests.bench.run
 
 ## make soak: long crash and concurrency runs, excluded from make test.
-soak: venv system-packages
+soak: venv system-packages postgres redis
 	$(VENV)/bin/pytest -m slow
+	DATABASE_URL=$(PG_URL) $(VENV)/bin/pytest -m "slow and engine"
 
 venv: $(VENV)/.installed
 
@@ -48,3 +63,7 @@ system-packages:
 
 postgres:
 	@pg_isready -q -h 127.0.0.1 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+
+redis:
+	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || \
+	  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no

@@ -2,21 +2,30 @@
 
 A status is never edited here: every change goes through ``cases.services.operations``,
 each action behind its own permission, and those that touch the remote side ask first.
+Each action is written to the case's timeline (by the service) and to the admin's
+"Recent actions" (``admin_ui.log_outcome``).
+
+The cells that change while a case moves (status, run time, place in the wait, last error)
+are wrapped in ``data-live`` spans: the console's live endpoint renders the same cells again
+and the page swaps them in place (see ``console.live``).
 """
 
 import json
+from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
-from mqic_site.admin_ui import badge, confirmation, confirmed, safe_next, show
+from mqic_site.admin_ui import badge, confirmation, confirmed, log_outcome, safe_next, show
 
 from . import admin_views
-from .models import HOLDS_GPU, Case, CaseEvent, CaseStatus, Installation
-from .selectors import stuck_cases
+from .models import FINISHED, HOLDS_GPU, Case, CaseEvent, CaseStatus, Installation, PassRun
+from .selectors import stuck_cases, troubled_cases, with_timing
 from .services import operations
 
 S = CaseStatus
@@ -31,10 +40,99 @@ STATUS_COLOURS = {
 }
 # Bulk actions act case by case (a transaction and maybe an SSH round trip each): keep them bounded.
 MAX_BULK = 500
+SECOND_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def status_badge(status: str):
     return badge(status, STATUS_COLOURS.get(status, "#868e96"))
+
+
+def live(key: str, content):
+    """A piece of a page that the live endpoint may replace (``data-live`` is its key)."""
+    return format_html('<span data-live="{}">{}</span>', key, content)
+
+
+def human_duration(span: timedelta | None) -> str:
+    """``1h 02m 03s``, ``4m 05s``, ``7s``: to the second, the largest unit first."""
+    if span is None:
+        return "-"
+    seconds = max(0, int(span.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h {minutes:02d}m"
+    if hours:
+        return f"{hours}h {minutes:02d}m {seconds:02d}s"
+    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def at(moment) -> str:
+    return timezone.localtime(moment).strftime(SECOND_FORMAT) if moment else "-"
+
+
+# -- the cells that change while a case moves: each renders from the row (annotated by
+# ``selectors.with_timing``) without a query; the live endpoint renders them again ---------------
+
+
+def status_cell(case: Case):
+    return status_badge(case.status)
+
+
+def run_time_cell(case: Case):
+    """Running: the time so far; finished: start to end; the exact times on hover."""
+    run_time = getattr(case, "run_time", None)
+    if run_time is None:
+        return "-"
+    title = f"started {at(case.running_at)}" + (
+        f", ended {at(case.finished_at)}" if case.status in FINISHED else ""
+    )
+    text = human_duration(run_time)
+    if case.status == S.RUNNING:
+        return format_html('<span title="{}">running {}</span>', title, text)
+    return format_html('<span title="{}">{}</span>', title, text)
+
+
+def position_cell(case: Case):
+    position = getattr(case, "wait_position", None)
+    if position is None:
+        return "-"
+    return format_html('<span title="{}">#{}</span>', "its place in the wait for a free GPU group", position)
+
+
+def error_cell(case: Case):
+    if not case.last_error:
+        return ""
+    return format_html('<span class="mqic-clip" title="{}">{}</span>', case.last_error, case.last_error)
+
+
+def where_cell(case: Case):
+    if case.gpu_group_id is None:
+        return "-"
+    return f"{case.gpu_group.name} @ {case.gpu_group.host.name}"
+
+
+def task_cell(case: Case):
+    return "-" if case.pueue_task_id is None else str(case.pueue_task_id)
+
+
+LIVE_CELLS = {
+    "status": status_cell,
+    "run_time": run_time_cell,
+    "position": position_cell,
+    "error": error_cell,
+    "where": where_cell,
+    "task": task_cell,
+}
+"""The cells of a case that the live endpoint renders again, by the name in their ``data-live`` key."""
+
+
+def live_key(case: Case, cell: str) -> str:
+    return f"case-{case.pk}-{cell}"
+
+
+def live_cell(case: Case, cell: str):
+    return live(live_key(case, cell), LIVE_CELLS[cell](case))
 
 
 class LeaseFilter(admin.SimpleListFilter):
@@ -48,25 +146,38 @@ class LeaseFilter(admin.SimpleListFilter):
         return queryset & stuck_cases() if self.value() == "expired" else queryset
 
 
+class TroubleFilter(admin.SimpleListFilter):
+    title = "trouble"
+    parameter_name = "trouble"
+
+    def lookups(self, request, model_admin):
+        return [("errors", "not finished, with errors")]
+
+    def queryset(self, request, queryset):
+        return queryset & troubled_cases() if self.value() == "errors" else queryset
+
+
 @admin.register(Case)
 class CaseAdmin(admin.ModelAdmin):
     list_display = (
-        "name",
+        "name_display",
         "status_display",
-        "gpu_group",
-        "host",
-        "label",
-        "pueue_task_id",
-        "attempts",
-        "created_at",
-        "updated_at",
+        "where",
+        "task",
+        "tries",
+        "age",
+        "run_time_display",
+        "position_display",
+        "error_display",
     )
+    list_display_links = ("name_display",)
     list_filter = (
         "status",
         "gpu_group",
         ("gpu_group__host", admin.RelatedFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
         LeaseFilter,
+        TroubleFilter,
     )
     search_fields = ("name", "label")
     search_help_text = "Name or label contains; a number also finds the pueue task id."
@@ -75,18 +186,31 @@ class CaseAdmin(admin.ModelAdmin):
     ordering = ("-created_at",)
     change_form_template = "admin/cases/case/change_form.html"
     change_list_template = "admin/cases/case/change_list.html"
-    actions = ["retry_cases", "cancel_cases", "mark_failed_cases"]
+    actions = ["retry_cases", "recheck_cases", "cancel_cases", "mark_failed_cases"]
     fieldsets = (
-        (None, {"fields": ("name", "status_display", "source_path", "label", "attempts", "last_error")}),
+        (
+            None,
+            {
+                "fields": (
+                    "name_full",
+                    "status_display",
+                    "position_display",
+                    "run_time_display",
+                    "source_path",
+                    "label",
+                    "attempts",
+                    "error_display",
+                )
+            },
+        ),
         (
             "Remote",
             {
                 "fields": (
-                    "gpu_group",
-                    "host",
+                    "where",
                     "remote_dir",
                     "upload_percent",
-                    "pueue_task_id",
+                    "task",
                     "pueue_task_created_at",
                     "lease_generation",
                     "lease_expires_at",
@@ -95,25 +219,80 @@ class CaseAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Result", {"fields": ("exit_code", "result_path", "log_tail")}),
+        ("Result", {"fields": ("exit_code", "results_display", "log_tail")}),
         ("Times", {"fields": ("created_at", "updated_at", "submitting_at", "running_at", "finished_at")}),
     )
 
     # -- list and page ------------------------------------------------------------------------
 
+    def get_queryset(self, request):
+        return with_timing(super().get_queryset(request))
+
+    @admin.display(description="name", ordering="name")
+    def name_display(self, case):
+        """Clipped to its column; the whole name on hover (a name may be 255 bytes)."""
+        return format_html('<span class="mqic-name" title="{}">{}</span>', case.name, case.name)
+
+    @admin.display(description="name")
+    def name_full(self, case):
+        return format_html('<span class="mqic-wrap">{}</span>', case.name)
+
     @admin.display(description="status", ordering="status")
     def status_display(self, case):
-        return status_badge(case.status)
+        return live_cell(case, "status")
 
-    @admin.display(description="host", ordering="gpu_group__host__name")
-    def host(self, case):
-        return case.gpu_group.host if case.gpu_group else "-"
+    @admin.display(description="GPU group", ordering="gpu_group__name")
+    def where(self, case):
+        return live_cell(case, "where")
+
+    @admin.display(description="task", ordering="pueue_task_id")
+    def task(self, case):
+        return live_cell(case, "task")
+
+    @admin.display(description="tries", ordering="attempts")
+    def tries(self, case):
+        return case.attempts
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, case):
+        """Time since the case was registered; the registration time to the second on hover."""
+        return format_html('<span title="registered {}">{}</span>', at(case.created_at), _age(case.created_at))
+
+    @admin.display(description="run time", ordering="run_time")
+    def run_time_display(self, case):
+        return live_cell(case, "run_time")
+
+    @admin.display(description="waiting", ordering="wait_position")
+    def position_display(self, case):
+        return live_cell(case, "position")
+
+    @admin.display(description="last error or reason")
+    def error_display(self, case):
+        return live_cell(case, "error")
+
+    @admin.display(description="results")
+    def results_display(self, case):
+        return format_html(
+            '<a href="{}">the results page</a> (files, the job log, the whole folder as an archive)',
+            reverse("console:results", args=[case.pk]),
+        )
 
     @admin.display(description="remote task as last seen")
     def last_seen_task_display(self, case):
+        """While the case holds a GPU, the task as the last pass saw it; after, history only."""
         if not case.last_seen_task:
             return "-"
-        return format_html("<pre class='mqic-json'>{}</pre>", json.dumps(case.last_seen_task, indent=2))
+        text = json.dumps(case.last_seen_task, indent=2)
+        if case.status in HOLDS_GPU:
+            return format_html("<pre class='mqic-json'>{}</pre>", text)
+        return format_html(
+            "<p class='mqic-history'>History: task {} as last seen before the case became {} "
+            "(not its state now; see the attempts below).</p>"
+            "<details><summary>the snapshot</summary><pre class='mqic-json'>{}</pre></details>",
+            case.last_seen_task.get("id", "?"),
+            case.status,
+            text,
+        )
 
     def get_search_results(self, request, queryset, search_term):
         found, duplicates = super().get_search_results(request, queryset, search_term)
@@ -131,9 +310,14 @@ class CaseAdmin(admin.ModelAdmin):
         return False  # the page is read-only: a status changes through the actions only
 
     def has_delete_permission(self, request, obj=None):
-        """Only a finished case may be deleted, one at a time (there is no bulk delete)."""
+        """Only a finished case whose remote folders are all cleaned up may be deleted, one at a time
+        (no bulk delete): deleting one that holds a GPU, or still has a task or folder on a host,
+        would leave a GPU group or remote work that no case explains."""
         allowed = super().has_delete_permission(request, obj)
-        return allowed and (obj is None or obj.status not in HOLDS_GPU)
+        if not allowed or obj is None:
+            return allowed
+        remote_left = obj.attempt_rows.filter(cleaned_at__isnull=True).exists()
+        return obj.status in FINISHED and not remote_left
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -143,22 +327,36 @@ class CaseAdmin(admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         case = self.get_object(request, unquote(object_id))
         if case is not None:
-            extra_context = (extra_context or {}) | {
-                "events": [(event, _pretty(event.detail)) for event in case.events.all()],
-                "operations": self.operations_for(request, case),
-                "can_fetch_log": request.user.has_perm("resources.view_remote_state")
-                and case.pueue_task_id is not None,
-            }
+            extra_context = (extra_context or {}) | self.live_context(request, case)
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def live_context(self, request, case):
+        """What the case page's live parts show (the live endpoint renders them again)."""
+        return {
+            "events": [(event, _pretty(event.detail)) for event in case.events.all()],
+            "attempt_rows": list(case.attempt_rows.select_related("gpu_group__host")),
+            "operations": self.operations_for(request, case),
+            "can_fetch_log": request.user.has_perm("resources.view_remote_state") and case.status == S.RUNNING,
+            "can_see_results": request.user.has_perm("console.view_results"),
+            "case": case,
+            "live_seconds": settings.MQIC_LIVE_SECONDS,
+        }
 
     def operations_for(self, request, case):
         """The (action, label) buttons this user may press for this case in its status."""
         applies = {
-            "retry_cases": case.status in operations.RETRYABLE and self.has_retry_permission(request),
+            "retry_cases": case.status in operations.RETRYABLE - {S.REJECTED}
+            and self.has_retry_permission(request),
+            "recheck_cases": case.status == S.REJECTED and self.has_retry_permission(request),
             "cancel_cases": case.status in operations.CANCELLABLE and self.has_cancel_permission(request),
             "mark_failed_cases": case.status in HOLDS_GPU and self.has_mark_failed_permission(request),
         }
-        labels = {"retry_cases": "Retry", "cancel_cases": "Cancel…", "mark_failed_cases": "Mark failed…"}
+        labels = {
+            "retry_cases": "Retry",
+            "recheck_cases": "Re-check folder",
+            "cancel_cases": "Cancel…",
+            "mark_failed_cases": "Mark failed…",
+        }
         return [(action, labels[action]) for action, ok in applies.items() if ok]
 
     # -- actions ------------------------------------------------------------------------------
@@ -166,6 +364,13 @@ class CaseAdmin(admin.ModelAdmin):
     @admin.action(description="Retry the selected cases (back to submitted)", permissions=["retry"])
     def retry_cases(self, request, queryset):
         return self.run(request, queryset, operations.retry)
+
+    @admin.action(
+        description="Re-check the folders of the selected rejected cases (valid: back to submitted)",
+        permissions=["retry"],
+    )
+    def recheck_cases(self, request, queryset):
+        return self.run(request, queryset, operations.recheck)
 
     @admin.action(description="Cancel the selected cases (kills their remote tasks)…", permissions=["cancel"])
     def cancel_cases(self, request, queryset):
@@ -176,7 +381,7 @@ class CaseAdmin(admin.ModelAdmin):
                 "cancel_cases",
                 "Cancel cases",
                 "A waiting case is cancelled. A submitting or running case is cancelled, its GPU group "
-                "released, and then its pueue task is killed by id on the host.",
+                "released, and then its pueue task is killed by id on the host. What the job left comes home.",
             )
         return self.run(request, queryset, operations.cancel)
 
@@ -199,7 +404,12 @@ class CaseAdmin(admin.ModelAdmin):
         if queryset.count() > MAX_BULK:
             self.message_user(request, f"select at most {MAX_BULK} cases for one action", "error")
             return None
-        show(request, (operation(case, request.user) for case in queryset.select_related("gpu_group__host")))
+        outcomes = []
+        for case in queryset.select_related("gpu_group__host"):
+            outcome = operation(case, request.user)
+            log_outcome(request, case, outcome)
+            outcomes.append(outcome)
+        show(request, outcomes)
         return HttpResponseRedirect(safe_next(request)) if safe_next(request) else None
 
     def confirm(self, request, queryset, action, title, warning):
@@ -226,20 +436,10 @@ class CaseAdmin(admin.ModelAdmin):
         return [
             path(
                 "reconcile/",
-                view(admin_views.ReconcileView.as_view(model_admin=self)),
+                view(admin_views.ReconcileView.as_view()),
                 name="cases_case_reconcile",
             ),
-            path("<int:pk>/log/", view(admin_views.LogTailView.as_view(model_admin=self)), name="cases_case_log"),
-            path(
-                "remote/<int:host_id>/",
-                view(admin_views.RemoteStateView.as_view(model_admin=self)),
-                name="cases_case_remote_state",
-            ),
-            path(
-                "remote/<int:host_id>/task/<int:task_id>/<str:verb>/",
-                view(admin_views.OrphanView.as_view(model_admin=self)),
-                name="cases_case_orphan",
-            ),
+            path("<int:pk>/log/", view(admin_views.LogTailView.as_view()), name="cases_case_log"),
             *super().get_urls(),
         ]
 
@@ -247,8 +447,13 @@ class CaseAdmin(admin.ModelAdmin):
         extra_context = (extra_context or {}) | {
             "can_reconcile": request.user.has_perm("cases.reconcile_case"),
             "reconcile_url": reverse("admin:cases_case_reconcile"),
+            "live_seconds": settings.MQIC_LIVE_SECONDS,
         }
         return super().changelist_view(request, extra_context)
+
+
+def _age(moment) -> str:
+    return human_duration(timezone.now() - moment) if moment else "-"
 
 
 def _pretty(detail) -> str:
@@ -275,6 +480,34 @@ class CaseEventAdmin(admin.ModelAdmin):
         return False
 
 
+@admin.register(PassRun)
+class PassRunAdmin(admin.ModelAdmin):
+    """Every pass that ran, with its outcome: read-only, pruned after two weeks."""
+
+    list_display = ("started_at", "kind", "actor", "outcome", "duration", "summary")
+    list_filter = ("outcome", "kind")
+    search_fields = ("summary", "error", "actor")
+    show_full_result_count = False
+    readonly_fields = ("kind", "actor", "started_at", "finished_at", "outcome", "summary", "error_display")
+
+    @admin.display(description="seconds")
+    def duration(self, run):
+        return f"{run.seconds:.2f}"
+
+    @admin.display(description="error")
+    def error_display(self, run):
+        return format_html("<pre class='mqic-log'>{}</pre>", run.error) if run.error else "-"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Installation)
 class InstallationAdmin(admin.ModelAdmin):
     list_display = ("key", "created_at")
@@ -282,3 +515,6 @@ class InstallationAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the key is in every remote label: a new one would orphan every task

@@ -1,8 +1,9 @@
 """Named crash points for the crash-safety tests; a no-op unless the environment asks.
 
-``MQIC_CRASH_AT=after_pueue_add`` makes the process SIGKILL itself the first time it
-passes that point; with ``MQIC_CRASH_ONCE=<file>`` it dies only if the file does not
-exist yet (and creates it), so the restarted system runs on past the point.
+``MQIC_CRASH_AT=after_pueue_add`` (or several points, comma-separated) makes the process
+SIGKILL itself the first time it passes that point; with ``MQIC_CRASH_ONCE=<file>`` it dies
+only if the file does not exist yet (and creates it), so the restarted system runs on past the
+point; when ``MQIC_CRASH_ONCE`` names a folder, each point dies once (a file per point).
 Production never sets these variables, and the check is a dictionary lookup.
 """
 
@@ -19,6 +20,8 @@ POINTS = (
     "after_task_stored",
     "mid_download",
     "before_release",
+    "before_cleanup",
+    "after_cleanup",
 )
 
 
@@ -27,8 +30,9 @@ def crash_point(name: str) -> None:
         return
     once = os.environ.get("MQIC_CRASH_ONCE")
     if once:
+        marker = Path(once) / name if Path(once).is_dir() else Path(once)
         try:
-            Path(once).touch(exist_ok=False)
+            marker.touch(exist_ok=False)
         except FileExistsError:
             return
     os.kill(os.getpid(), signal.SIGKILL)

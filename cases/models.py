@@ -23,9 +23,10 @@ S = CaseStatus
 
 # Every legal move of a case. ``None`` is "not registered yet". A move back to
 # ``submitted`` is a retry: by the reconciler when nothing ran remotely, or by a user.
+# ``submitted`` to ``failed`` is a case that could never be sent (its folder went bad).
 TRANSITIONS: dict[str | None, frozenset[str]] = {
     None: frozenset({S.SUBMITTED, S.REJECTED}),
-    S.SUBMITTED: frozenset({S.SUBMITTING, S.CANCELLED}),
+    S.SUBMITTED: frozenset({S.SUBMITTING, S.CANCELLED, S.FAILED}),
     S.SUBMITTING: frozenset({S.RUNNING, S.SUBMITTED, S.FAILED, S.CANCELLED}),
     S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.SUBMITTED}),
     S.FAILED: frozenset({S.SUBMITTED}),
@@ -47,6 +48,12 @@ class Case(models.Model):
         "remote label", max_length=128, unique=True, null=True, blank=True, help_text="The pueue label."
     )
 
+    wanted_host = models.CharField(
+        max_length=64, blank=True, help_text="The host its folder asks for (services/placement.py); empty: any."
+    )
+    wanted_group = models.CharField(
+        max_length=64, blank=True, help_text="The GPU group its folder asks for; empty: any."
+    )
     gpu_group = models.ForeignKey(
         "resources.GpuGroup", null=True, blank=True, on_delete=models.PROTECT, related_name="cases"
     )
@@ -67,7 +74,10 @@ class Case(models.Model):
         null=True, blank=True, help_text="When the running task was first found gone from pueue."
     )
 
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="How many times a pueue add was tried.")
+    error_count = models.PositiveSmallIntegerField(
+        default=0, help_text="Unexpected errors in a row while in this status (a pass gives up after a few)."
+    )
     exit_code = models.IntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     log_tail = models.TextField(blank=True)
@@ -126,13 +136,74 @@ class Installation(models.Model):
         return self.key
 
 
-class PassRecord(models.Model):
-    """The last run of each kind of pass (scan, submit, monitor, reconcile), for the overview."""
+class Attempt(models.Model):
+    """One try of a case on a host, with a remote folder of its own.
 
-    kind = models.CharField(max_length=16, unique=True)
-    finished_at = models.DateTimeField()
-    summary = models.TextField()
-    ok = models.BooleanField(default=True, help_text="False when a host could not be reached.")
+    Every claim of a GPU group starts an attempt with a fresh random token, and the attempt's
+    folder is ``<base dir>/<label>.<token>``: a late writer of an earlier attempt never touches
+    the next one, and a task proves it belongs to the case by working in one of its attempts'
+    folders, which a job cannot guess. The rows are also the case's remote history.
+    """
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="attempt_rows")
+    token = models.CharField(max_length=32, unique=True)
+    remote_dir = models.CharField(max_length=1024)
+    gpu_group = models.ForeignKey("resources.GpuGroup", null=True, on_delete=models.PROTECT, related_name="+")
+    started_at = models.DateTimeField()
+    task_id = models.PositiveIntegerField(null=True, blank=True)
+    task_created_at = models.DateTimeField(null=True, blank=True)
+    last_seen_task = models.JSONField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.TextField(
+        blank=True, help_text="How the attempt ended (the reason of the move that ended it)."
+    )
+    # Remote hygiene (``services.hygiene``): what the job left came home, then its task and folder went.
+    results_at = models.DateTimeField(null=True, blank=True, help_text="When its folder came home.")
+    cleanup_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a worker decided to clean it up (a lease: a crashed one is redone)."
+    )
+    cleaned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its pueue task was removed and its remote folder deleted."
+    )
+    kept = models.TextField(
+        blank=True,
+        help_text="Why its remote folder is kept on the host (its results could not come home): never cleaned up.",
+    )
+
+    class Meta:
+        ordering = ["started_at", "pk"]
+        indexes = [models.Index(fields=["case", "ended_at"]), models.Index(fields=["cleaned_at", "ended_at"])]
 
     def __str__(self):
-        return f"{self.kind} at {self.finished_at:%H:%M:%S}: {self.summary}"
+        return f"attempt {self.token} of case {self.case_id}"
+
+
+class PassRun(models.Model):
+    """One run of a pass (scan, submit, monitor, reconcile, ...): what it did, or why it failed."""
+
+    class Outcome(models.TextChoices):
+        OK = "ok"
+        PARTIAL = "partial", "partial (a host did not answer, or a case had an error)"
+        FAILED = "failed"
+
+    kind = models.CharField(max_length=16)
+    actor = models.CharField(max_length=150, help_text="Who ran it: a scheduler, the watcher or an operator.")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    summary = models.TextField()
+    error = models.TextField(blank=True, help_text="Why the pass failed, when it did.")
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+        indexes = [
+            models.Index(fields=["kind", "-started_at"]),
+            models.Index(fields=["outcome", "-started_at"]),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} at {self.finished_at:%Y-%m-%d %H:%M:%S}: {self.outcome}"
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()

@@ -1,18 +1,31 @@
-"""Small pieces the admin of both apps shares: badges, outcome messages, confirmation pages.
+"""Small pieces every app's admin pages share: badges, outcome messages and their "Recent
+actions" entries, confirmation pages, and the base of a custom page behind a permission.
 
-The apps' admins stay thin: they ask a service, then show its ``Outcome`` with ``show``.
+The apps' admins stay thin: they ask a service, then show its outcome with ``show``. This
+module belongs to the project package and imports no app: apps import it from above.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
-from django.contrib import messages
+from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.generic import TemplateView
 
-from resources.operations import Outcome
+
+class Outcome(Protocol):
+    """What an operator action did (``resources.operations.Outcome`` is one)."""
+
+    changed: bool
+    message: str
+    level: str
+
 
 # More messages than this after a bulk action are summed up instead of listed.
 MESSAGES_LISTED = 10
@@ -31,6 +44,19 @@ def show(request, outcomes: Iterable[Outcome]) -> None:
     if rest:
         changed = sum(o.changed for o in rest)
         messages.info(request, f"and {len(rest)} more: {changed} changed, {len(rest) - changed} left as they were")
+
+
+def log_outcome(request, obj, outcome: Outcome) -> None:
+    """An action that changed something goes to the admin's "Recent actions" too (a ``LogEntry`` on
+    ``obj``), beside the case event or host record the service wrote."""
+    if outcome.changed:
+        LogEntry.objects.log_actions(
+            user_id=request.user.pk,
+            queryset=[obj],
+            action_flag=CHANGE,
+            change_message=outcome.message[:2000],
+            single_object=True,
+        )
 
 
 def confirmation(request, model_admin, *, action: str, title: str, warning: str, rows) -> TemplateResponse:
@@ -59,3 +85,29 @@ def safe_next(request) -> str:
     target = request.POST.get("next", "")
     ok = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()})
     return target if ok else ""
+
+
+class AdminPage(TemplateView):
+    """A custom page inside the admin, for users holding ``permission`` (403 without it).
+
+    Wrap it in ``admin.site.admin_view`` so anonymous users are sent to the login page.
+    Pages that change something show on GET and act on POST, so a link can never act.
+    """
+
+    permission = ""
+    title = ""
+    opts = None
+    """The model whose breadcrumbs and styles the page takes (``Model._meta``), if any."""
+
+    def dispatch(self, request, *args, **kwargs):
+        if not request.user.has_perm(self.permission):
+            raise PermissionDenied
+        return super().dispatch(request, *args, **kwargs)
+
+    def get_context_data(self, **kwargs):
+        return {
+            **admin.site.each_context(self.request),
+            "opts": self.opts,
+            "title": self.title,
+            **super().get_context_data(**kwargs),
+        }

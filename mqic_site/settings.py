@@ -1,15 +1,19 @@
 """Django settings for MQIC.
 
 Everything that differs between machines comes from the environment; the defaults run
-the whole system on one machine (SQLite, a local sandbox HPC).
+the whole system on one machine (SQLite, the local HPC of ``make run``). There is no default
+secret key: a signed django-q2 task is code execution, so a known key is never used silently.
 """
 
 import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# The installation's private files (the demo's database, secret key and admin password): 0700.
+MQIC_VAR_DIR = Path(os.environ.get("MQIC_VAR_DIR", BASE_DIR / "var"))
 
 
 def env_bool(name: str, default: bool = False) -> bool:
@@ -20,9 +24,40 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-dev-key-change-me")
+def secret_key() -> str:
+    """From ``DJANGO_SECRET_KEY``, or the file ``DJANGO_SECRET_KEY_FILE`` names (``make run`` makes one)."""
+    key = os.environ.get("DJANGO_SECRET_KEY", "").strip()
+    if not key and (path := os.environ.get("DJANGO_SECRET_KEY_FILE")):
+        try:
+            key = Path(path).read_text().strip()
+        except OSError as error:
+            raise ImproperlyConfigured(
+                f"DJANGO_SECRET_KEY_FILE={path} cannot be read: {error.strerror}"
+            ) from error
+    if len(key) < 50:
+        raise ImproperlyConfigured(
+            "MQIC needs a secret key of at least 50 random characters: set DJANGO_SECRET_KEY, or "
+            "DJANGO_SECRET_KEY_FILE to a file that holds one (make one with: python3 -c "
+            "'import secrets; print(secrets.token_urlsafe(50))'). `make run` makes one for the demo in "
+            "var/secret_key."
+        )
+    return key
+
+
+SECRET_KEY = secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
+
+# Production behind an HTTPS proxy (see the README): secure cookies, HSTS, HTTPS only.
+if env_bool("DJANGO_SECURE"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -35,6 +70,7 @@ INSTALLED_APPS = [
     "django_q",
     "resources",
     "cases",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -73,7 +109,7 @@ WSGI_APPLICATION = "mqic_site.wsgi.application"
 # makes writers queue instead of erroring.
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        default=f"sqlite:///{MQIC_VAR_DIR / 'db.sqlite3'}",
         conn_max_age=0,
     )
 }
@@ -103,9 +139,12 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Times to the second everywhere (mqic_site/formats/en/formats.py): operators compare them with logs.
+FORMAT_MODULE_PATH = ["mqic_site.formats"]
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic puts the files whitenoise serves (a deployment keeps them out of the code checkout).
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT", BASE_DIR / "staticfiles"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -125,40 +164,63 @@ LOGGING = {
 # --- MQIC ---------------------------------------------------------------------------
 MQIC_NEW_CASES_DIR = Path(os.environ.get("MQIC_NEW_CASES_DIR", BASE_DIR / "new_cases"))
 MQIC_RESULTS_DIR = Path(os.environ.get("MQIC_RESULTS_DIR", BASE_DIR / "results"))
+# Several hosts: a TOML file (see resources/config.py and the README). Without it, the one host of
+# the short form below.
+MQIC_HPC_CONFIG = os.environ.get("MQIC_HPC_CONFIG", "")
 MQIC_HPC_NAME = os.environ.get("MQIC_HPC_NAME", "hpc")
-# "local" runs pueue through a subprocess on this machine (the embedded sandbox);
-# any other value is an SSH hostname.
-MQIC_HPC_HOST = os.environ.get("MQIC_HPC_HOST", "local")
+# How MQIC reaches that host: "ssh" (a login node), or "local": pueue on this machine, the
+# demo's local HPC (`make run` sets it). A deployment choice, never an admin edit.
+MQIC_HPC_TRANSPORT = os.environ.get("MQIC_HPC_TRANSPORT", "ssh")
+MQIC_HPC_HOST = os.environ.get("MQIC_HPC_HOST", "localhost")
 MQIC_HPC_PORT = int(os.environ.get("MQIC_HPC_PORT", "22"))
 MQIC_HPC_USER = os.environ.get("MQIC_HPC_USER", "")
 MQIC_HPC_KEY = os.environ.get("MQIC_HPC_KEY", "")
 MQIC_HPC_KNOWN_HOSTS = os.environ.get("MQIC_HPC_KNOWN_HOSTS", "")
 MQIC_HPC_BASE_DIR = os.environ.get("MQIC_HPC_BASE_DIR", str(BASE_DIR / "var" / "hpc" / "cases"))
-# With the local sandbox HPC, pueue is the sandbox stand-in that `make run` installs.
-MQIC_SANDBOX_DIR = BASE_DIR / "var" / "sandbox"
-MQIC_PUEUE = os.environ.get(
-    "MQIC_PUEUE", str(MQIC_SANDBOX_DIR / "bin" / "pueue") if MQIC_HPC_HOST == "local" else "pueue"
-)
+MQIC_PUEUE = os.environ.get("MQIC_PUEUE", "pueue")
 MQIC_GPU_GROUPS = env_list("MQIC_GPU_GROUPS", "gpu_a,gpu_b")
 MQIC_LABEL_PREFIX = os.environ.get("MQIC_LABEL_PREFIX", "mqic_case_")
 MQIC_ENTRY_SCRIPT = os.environ.get("MQIC_ENTRY_SCRIPT", "run.sh")
 MQIC_READY_MARKER = os.environ.get("MQIC_READY_MARKER", "READY")
+# An optional file in a case folder naming the host or GPU group it must run on (cases/services/placement.py).
+MQIC_PLACEMENT_FILE = os.environ.get("MQIC_PLACEMENT_FILE", "placement.toml")
 MQIC_QUIET_SECONDS = float(os.environ.get("MQIC_QUIET_SECONDS", "30"))
 MQIC_SUBMIT_LEASE_SECONDS = float(os.environ.get("MQIC_SUBMIT_LEASE_SECONDS", "300"))
 MQIC_MAX_ATTEMPTS = int(os.environ.get("MQIC_MAX_ATTEMPTS", "3"))
+# How long a finished case's pueue task and remote folder stay on the host once its results are
+# home (0: removed in the monitor pass that brought them home).
+MQIC_REMOTE_RETENTION_SECONDS = float(os.environ.get("MQIC_REMOTE_RETENTION_SECONDS", "0"))
+# A case whose handling raised unexpected errors this many passes in a row is given up (failed).
+MQIC_MAX_CASE_ERRORS = int(os.environ.get("MQIC_MAX_CASE_ERRORS", "3"))
 MQIC_LOST_GRACE_SECONDS = float(os.environ.get("MQIC_LOST_GRACE_SECONDS", "600"))
 MQIC_CLOCK_SKEW_SECONDS = float(os.environ.get("MQIC_CLOCK_SKEW_SECONDS", "120"))
 MQIC_RESUME_PAUSED_GROUPS = env_bool("MQIC_RESUME_PAUSED_GROUPS", False)
+# After this many failed contacts in a row a host backs off: the wait starts at BACKOFF_SECONDS
+# and doubles with each further failure, up to BACKOFF_MAX_SECONDS.
+MQIC_HOST_FAILURES_BEFORE_BACKOFF = int(os.environ.get("MQIC_HOST_FAILURES_BEFORE_BACKOFF", "3"))
+MQIC_HOST_BACKOFF_SECONDS = float(os.environ.get("MQIC_HOST_BACKOFF_SECONDS", "30"))
+MQIC_HOST_BACKOFF_MAX_SECONDS = float(os.environ.get("MQIC_HOST_BACKOFF_MAX_SECONDS", "900"))
+# At most this many contacts (SSH connections) with one host at once, across all workers; a pass
+# that finds them all in use skips the host until its next run. Keep it below the number of
+# qcluster workers (MQIC_Q_WORKERS), so that a slow host can never hold every worker (check mqic.W001).
+MQIC_HOST_MAX_CONNECTIONS = int(os.environ.get("MQIC_HOST_MAX_CONNECTIONS", "2"))
 MQIC_SSH_CONNECT_TIMEOUT = float(os.environ.get("MQIC_SSH_CONNECT_TIMEOUT", "10"))
 MQIC_SSH_COMMAND_TIMEOUT = float(os.environ.get("MQIC_SSH_COMMAND_TIMEOUT", "60"))
-MQIC_SCHEDULE_SECONDS = int(os.environ.get("MQIC_SCHEDULE_SECONDS", "10"))
+# Caps on what crosses the transfer boundary: a job controls its results, and anyone who
+# can write into the inbox controls a case folder.
+MQIC_RESULT_MAX_BYTES = int(os.environ.get("MQIC_RESULT_MAX_BYTES", str(10 << 30)))
+MQIC_RESULT_MAX_MEMBERS = int(os.environ.get("MQIC_RESULT_MAX_MEMBERS", "100000"))
+MQIC_UPLOAD_MAX_BYTES = int(os.environ.get("MQIC_UPLOAD_MAX_BYTES", str(50 << 30)))
+MQIC_UPLOAD_MAX_MEMBERS = int(os.environ.get("MQIC_UPLOAD_MAX_MEMBERS", "1000000"))
+MQIC_REMOTE_OUTPUT_MAX_BYTES = int(os.environ.get("MQIC_REMOTE_OUTPUT_MAX_BYTES", str(256 << 20)))
 
 # --- django-q2 ------------------------------------------------------------------------
 # Side-effecting tasks must never be silently re-delivered: `timeout` stays below `retry`
 # and `max_attempts` is 1. Every pass is idempotent and the schedules run it again anyway.
 Q_CLUSTER = {
     "name": "mqic",
-    "workers": int(os.environ.get("MQIC_Q_WORKERS", "2")),
+    # More than MQIC_HOST_MAX_CONNECTIONS: a pass stuck on one slow host leaves a worker for the others.
+    "workers": int(os.environ.get("MQIC_Q_WORKERS", "3")),
     "timeout": 600,
     "retry": 900,
     "max_attempts": 1,
@@ -167,10 +229,35 @@ Q_CLUSTER = {
     "save_limit": 1000,
     "poll": 0.5,
     "orm": "default",
+    # A node started with Q_CLUSTER_NAME=<name> takes its tasks from a queue of its own; django-q2
+    # 1.11 then reads this key and fails at import without it (no per-cluster overrides here).
+    "ALT_CLUSTERS": {},
 }
 if os.environ.get("MQIC_Q_BROKER", "orm") == "redis":
     Q_CLUSTER.pop("orm")
     Q_CLUSTER["redis"] = os.environ.get("MQIC_REDIS_URL", "redis://127.0.0.1:6379/0")
+# --- the operator console ---------------------------------------------------------------
+# Where operators reach MQIC, for the links in notifications (no trailing slash).
+MQIC_PUBLIC_URL = (
+    os.environ.get("MQIC_PUBLIC_URL", "").rstrip("/") or f"http://127.0.0.1:{os.environ.get('MQIC_PORT', '8000')}"
+)
+# Notifications of failed and stuck cases and of hosts going down or coming back: mail to these
+# addresses (through Django's EMAIL_* settings below) and a JSON POST to the webhook. Empty: none.
+MQIC_NOTIFY_EMAILS = env_list("MQIC_NOTIFY_EMAILS")
+MQIC_NOTIFY_WEBHOOK = os.environ.get("MQIC_NOTIFY_WEBHOOK", "")
+MQIC_NOTIFY_TIMEOUT = float(os.environ.get("MQIC_NOTIFY_TIMEOUT", "5"))
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL")
+EMAIL_TIMEOUT = MQIC_NOTIFY_TIMEOUT
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "mqic@localhost")
+# /metrics (OpenMetrics): this bearer token, or a staff session. Empty: staff sessions only.
+MQIC_METRICS_TOKEN = os.environ.get("MQIC_METRICS_TOKEN", "")
+# How often the live pages (dashboard, case list, case page, log tail) ask for fresh values.
+MQIC_LIVE_SECONDS = float(os.environ.get("MQIC_LIVE_SECONDS", "5"))
 # Set to pin the installation key in labels; empty: one is generated once per database.
 MQIC_INSTALLATION_KEY = os.environ.get("MQIC_INSTALLATION_KEY", "")
 MQIC_PORT = int(os.environ.get("MQIC_PORT", "8000"))

@@ -1,17 +1,21 @@
 """Hosts and GPU groups in the admin: their health, the host key, and the operator actions.
 
-Every action calls ``resources.operations`` and shows its ``Outcome``. Links to case pages
-(the holder of a group, a host's remote state) are made by URL name only: ``resources``
-never imports ``cases``.
+Every action calls ``resources.operations``, shows its ``Outcome`` and logs it in "Recent
+actions". Links to case pages (the holder of a group, a host's remote state) are made by URL
+name only: ``resources`` never imports ``cases``. Nothing here can break the invariants: a
+group's status and holder are never edited, a group or host that cases ran on is never deleted.
 """
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
-from mqic_site.admin_ui import badge, confirmation, confirmed, show
+from mqic_site.admin_ui import badge, confirmation, confirmed, log_outcome, safe_next, show
 
-from . import operations
+from . import hostkeys, operations
 from .admin_views import TrustKeyView
 from .models import GpuGroup, HpcHost
 
@@ -26,10 +30,51 @@ def link(url_name: str, text: str, *args):
         return text
 
 
+# How a host is reached: whoever may change these runs commands as the HPC account (or reads
+# files of this machine as keys), so only superusers may.
+CONNECTION_FIELDS = ("hostname", "port", "username", "key_path", "known_hosts_path", "base_dir", "pueue_command")
+
+
+def run_each(request, objects, operation) -> None:
+    """Run ``operation`` on each object; show and log what each did."""
+    outcomes = []
+    for obj in objects:
+        outcome = operation(obj)
+        log_outcome(request, obj, outcome)
+        outcomes.append(outcome)
+    show(request, outcomes)
+
+
+def cases_on(host: HpcHost) -> int:
+    """How many cases ran (or run) on the host's GPU groups, through the reverse relations only."""
+    groups = host.gpu_groups.all()
+    return groups.filter(cases__isnull=False).values("cases").distinct().count()
+
+
 @admin.register(HpcHost)
 class HpcHostAdmin(admin.ModelAdmin):
     list_display = ("name", "address", "enabled", "health", "pueue_version", "key_fingerprint", "pages")
-    readonly_fields = ("host_key", "key_fingerprint", "last_contact_at", "last_error", "pueue_version")
+    change_form_template = "admin/resources/hpchost/change_form.html"
+    readonly_fields = (
+        "transport",
+        "host_key",
+        "key_fingerprint",
+        "last_contact_at",
+        "last_error",
+        "consecutive_failures",
+        "down_since",
+        "next_try_at",
+        "pueue_version",
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        """The transport is the deployment's choice (configure_hpc); connection fields are superusers'."""
+        fixed = self.readonly_fields
+        return fixed if request.user.is_superuser else (*fixed, "name", *CONNECTION_FIELDS)
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
     actions = ["check_health", "sync_gpu_groups"]
 
     @admin.display(description="address")
@@ -38,36 +83,52 @@ class HpcHostAdmin(admin.ModelAdmin):
 
     @admin.display(description="health")
     def health(self, host):
-        """The last error (it carries its own time) and the last successful contact."""
-        contact = (
-            f"last contact {host.last_contact_at:%Y-%m-%d %H:%M:%S}" if host.last_contact_at else "never reached"
-        )
-        if host.last_error:
-            return format_html("{} {} ({})", badge("error", "#e03131"), host.last_error[:160], contact)
-        return format_html("{} {}", badge("ok", "#2f9e44"), contact) if host.last_contact_at else contact
+        """Answering, failing, or backing off: with the last error, since when, and the next try."""
+        return mark_safe(render_to_string("admin/resources/hpchost/_health.html", {"host": host}))  # noqa: S308
 
     @admin.display(description="trusted host key")
     def key_fingerprint(self, host):
-        trusted = operations.trusted_fingerprint(host)
-        if trusted:
-            return trusted
-        return "none stored (the known_hosts file decides)" if host.known_hosts_path else "none trusted"
+        if host.is_local:
+            return "none: the host is this machine, no SSH involved"
+        trusted = [*hostkeys.file_fingerprints(host), hostkeys.row_fingerprint(host)]
+        return ", ".join(fp for fp in trusted if fp) or "none trusted yet"
 
     @admin.display(description="")
     def pages(self, host):
         return format_html(
             "{} · {}",
-            link("admin:cases_case_remote_state", "remote state", host.pk),
+            link("console:remote_state", "remote state", host.pk),
             link("admin:resources_hpchost_trust", "host key", host.pk),
         )
 
-    @admin.action(description="Check health now (pueue version over SSH)", permissions=["view_remote_state"])
+    @admin.action(
+        description="Check health now / retry now (ends a back-off, asks pueue's version)",
+        permissions=["view_remote_state"],
+    )
     def check_health(self, request, queryset):
-        show(request, (operations.check_health(host) for host in queryset))
+        run_each(request, queryset, operations.check_health)
+        return HttpResponseRedirect(safe_next(request)) if safe_next(request) else None
 
     @admin.action(description="Sync GPU groups from the hosts' pueue groups", permissions=["sync_gpugroups"])
     def sync_gpu_groups(self, request, queryset):
-        show(request, (operations.sync_groups(host) for host in queryset))
+        run_each(request, queryset, operations.sync_groups)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # one at a time, each checked by delete_view
+        return actions
+
+    def delete_view(self, request, object_id, extra_context=None):
+        """Refused, with the reason, for a host that cases ran on: they and their GPU groups point at it."""
+        host = self.get_object(request, object_id)
+        if host is not None and (count := cases_on(host)):
+            messages.error(
+                request,
+                f"{host.name} cannot be deleted: {count} case{'s' if count != 1 else ''} ran on its GPU groups "
+                "and keep pointing at them. Disable the host (untick enabled) to stop using it.",
+            )
+            return HttpResponseRedirect(reverse("admin:resources_hpchost_change", args=[host.pk]))
+        return super().delete_view(request, object_id, extra_context)
 
     def has_view_remote_state_permission(self, request):
         return request.user.has_perm("resources.view_remote_state")
@@ -76,7 +137,7 @@ class HpcHostAdmin(admin.ModelAdmin):
         return request.user.has_perm("resources.sync_gpugroups")
 
     def get_urls(self):
-        trust = self.admin_site.admin_view(TrustKeyView.as_view(model_admin=self))
+        trust = self.admin_site.admin_view(TrustKeyView.as_view())
         return [path("<int:pk>/trust/", trust, name="resources_hpchost_trust"), *super().get_urls()]
 
 
@@ -95,8 +156,22 @@ class GpuGroupAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "host")
     list_select_related = ("host",)
+    # The status and holder are the lock: they change only through resources.services.
     readonly_fields = ("status", "holder", "lease_generation", "assigned_at", "blocked_reason")
+    exclude = ("holder_id",)
     actions = ["enable_groups", "disable_groups", "release_groups", "sync_hosts"]
+
+    def has_delete_permission(self, request, obj=None):
+        """Never an assigned group, nor one that cases ran in (they point at it): disable it instead."""
+        allowed = super().has_delete_permission(request, obj)
+        if not allowed or obj is None:
+            return allowed
+        return obj.status != GpuGroup.Status.ASSIGNED and not obj.cases.exists()
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
 
     @admin.display(description="status", ordering="status")
     def status_display(self, group):
@@ -119,11 +194,11 @@ class GpuGroupAdmin(admin.ModelAdmin):
 
     @admin.action(description="Enable the selected GPU groups", permissions=["enable"])
     def enable_groups(self, request, queryset):
-        show(request, (operations.set_group_enabled(group, True) for group in queryset))
+        run_each(request, queryset, lambda group: operations.set_group_enabled(group, True))
 
     @admin.action(description="Disable the selected GPU groups (free ones only)", permissions=["enable"])
     def disable_groups(self, request, queryset):
-        show(request, (operations.set_group_enabled(group, False) for group in queryset))
+        run_each(request, queryset, lambda group: operations.set_group_enabled(group, False))
 
     @admin.action(
         description="Release the selected GPU groups (if nothing runs in them)…", permissions=["release"]
@@ -138,13 +213,12 @@ class GpuGroupAdmin(admin.ModelAdmin):
             return confirmation(
                 request, self, action="release_groups", title="Release GPU groups", warning=warning, rows=rows
             )
-        show(request, (operations.release_idle_group(group) for group in queryset.select_related("host")))
+        run_each(request, queryset.select_related("host"), operations.release_idle_group)
         return None
 
     @admin.action(description="Sync GPU groups from the hosts of the selected groups", permissions=["sync"])
     def sync_hosts(self, request, queryset):
-        hosts = HpcHost.objects.filter(pk__in=queryset.values("host"))
-        show(request, (operations.sync_groups(host) for host in hosts))
+        run_each(request, HpcHost.objects.filter(pk__in=queryset.values("host")), operations.sync_groups)
 
     def has_enable_permission(self, request):
         return request.user.has_perm("resources.enable_gpugroup")

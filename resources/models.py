@@ -8,14 +8,22 @@ holder of a group is stored as an opaque owner id (the case's primary key).
 
 from django.db import models
 
+from .validators import validate_pueue_command, validate_remote_base_dir
+
 
 class HpcHost(models.Model):
-    LOCAL_HOSTNAME = "local"
+    class Transport(models.TextChoices):
+        SSH = "ssh", "SSH"
+        LOCAL = "local", "this machine (the demo's local HPC)"
 
     name = models.SlugField(max_length=64, unique=True)
-    hostname = models.CharField(
-        max_length=255, help_text=f'SSH host name, or "{LOCAL_HOSTNAME}" to run pueue on this machine.'
+    transport = models.CharField(
+        max_length=8,
+        choices=Transport.choices,
+        default=Transport.SSH,
+        help_text="How MQIC reaches the host. Set by the deployment (configure_hpc), never in the admin.",
     )
+    hostname = models.CharField(max_length=255, help_text="SSH host name of the login node.")
     port = models.PositiveIntegerField(default=22)
     username = models.CharField(max_length=64, blank=True)
     key_path = models.CharField("private key path", max_length=1024, blank=True)
@@ -25,12 +33,26 @@ class HpcHost(models.Model):
         blank=True,
         help_text='"key-type base64" of the key this host must present; empty: use the known_hosts file.',
     )
-    base_dir = models.CharField("remote base directory", max_length=1024)
-    pueue_command = models.CharField("remote pueue command", max_length=1024, default="pueue")
+    base_dir = models.CharField("remote base directory", max_length=1024, validators=[validate_remote_base_dir])
+    pueue_command = models.CharField(
+        "remote pueue command",
+        max_length=1024,
+        default="pueue",
+        validators=[validate_pueue_command],
+        help_text="pueue itself (name or path), optionally with -c CONFIG or -p PROFILE.",
+    )
     enabled = models.BooleanField(default=True)
 
+    # The host's health, written only by ``resources.contact`` (the one seam for host contact).
     last_contact_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    down_since = models.DateTimeField(
+        null=True, blank=True, help_text="Start of the current run of failed contacts; empty while it answers."
+    )
+    next_try_at = models.DateTimeField(
+        null=True, blank=True, help_text="While backing off after repeated failures: no pass contacts it before."
+    )
     pueue_version = models.CharField(max_length=32, blank=True)
 
     class Meta:
@@ -46,7 +68,7 @@ class HpcHost(models.Model):
 
     @property
     def is_local(self) -> bool:
-        return self.hostname == self.LOCAL_HOSTNAME
+        return self.transport == self.Transport.LOCAL
 
 
 class GpuGroup(models.Model):
@@ -93,3 +115,20 @@ class GpuGroup(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class HostSlot(models.Model):
+    """One of a host's connection slots: at most ``MQIC_HOST_MAX_CONNECTIONS`` contacts with a
+    host run at once, across every worker of every node. A slot is held for one contact (its
+    connection is closed when the contact ends) and its lease runs out if its holder dies."""
+
+    host = models.ForeignKey(HpcHost, on_delete=models.CASCADE, related_name="slots")
+    number = models.PositiveSmallIntegerField()
+    holder = models.CharField(max_length=128, blank=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "number"], name="one_row_per_host_slot")]
+
+    def __str__(self):
+        return f"{self.host} slot {self.number}: {self.holder or 'free'}"

@@ -2,20 +2,19 @@
 
 Each action returns an ``Outcome``: whether it changed anything and the sentence to show.
 An action that does not apply changes nothing and says why. Anything that talks to a host
-keeps the host's health line (``record_contact``). Like the rest of ``resources``, this
-knows nothing about cases: the holder of a group is only an id.
+goes through ``contact`` (forced: an operator asked, so a host's back-off does not stop it).
+Like the rest of ``resources``, this knows nothing about cases: a group's holder is only an id.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .connections import pueue_for, record_contact
-from .hostkeys import OfferedKey, offered_key, trust
+from . import hostkeys
+from .contact import contact, retry_now
+from .jobqueue import UnknownGroup
 from .models import GpuGroup, HpcHost
 from .remote.errors import ChangedHostKey, RemoteError
-from .remote.pueue import UnknownGroup
-from .remote.ssh import fingerprint
 from .services import group_name_for, release_group, set_blocked, set_enabled
 
 Status = GpuGroup.Status
@@ -58,14 +57,13 @@ def release_idle_group(group: GpuGroup) -> Outcome:
     if group.status != Status.ASSIGNED:
         return refused(f"GPU group {group.name} is {group.status}: release does not apply")
     host = group.host
-    try:
-        live = pueue_for(host).status(group=group.pueue_group).live_tasks_in_group(group.pueue_group)
-    except UnknownGroup:
-        live = []  # a definite answer: pueue has no such group, so nothing runs in it
-    except RemoteError as error:
-        record_contact(host, error)
-        return refused(f"GPU group {group.name} not released: {host.name} did not answer ({error})", "error")
-    record_contact(host)
+    with contact(host, force=True) as link:
+        try:
+            live = link.queue.state(group=group.pueue_group).live_tasks_in_group(group.pueue_group)
+        except UnknownGroup:
+            live = []  # a definite answer: pueue has no such group, so nothing runs in it
+    if link.failed:
+        return refused(f"GPU group {group.name} not released: {host.name} did not answer ({link.error})", "error")
     if live:
         tasks = ", ".join(f"{t.id} ({t.label or 'no label'}, {t.status.value})" for t in live)
         return refused(
@@ -93,12 +91,10 @@ def sync_groups(host: HpcHost) -> Outcome:
     it. A row whose pueue group is gone is blocked (never deleted: old cases point at it),
     and unblocked again once the pueue group is back.
     """
-    try:
-        remote = pueue_for(host).groups()
-    except RemoteError as error:
-        record_contact(host, error)
-        return refused(f"{host.name} did not answer: {error}", "error")
-    record_contact(host)
+    with contact(host, force=True) as link:
+        remote = link.queue.groups()
+    if link.failed:
+        return refused(f"{host.name} did not answer: {link.error}", "error")
     known = {group.pueue_group: group for group in host.gpu_groups.all()}
     created = [
         GpuGroup.objects.create(
@@ -128,54 +124,34 @@ def sync_groups(host: HpcHost) -> Outcome:
 
 
 def check_health(host: HpcHost) -> Outcome:
-    """Ask the host for its pueue version: proves SSH, the host key and the pueue command."""
-    try:
-        version = pueue_for(host).version()
-    except RemoteError as error:
-        record_contact(host, error)
-        return refused(f"{host.name}: {error}", "error")
-    record_contact(host)
+    """Ask the host for its pueue version now: proves SSH, the host key and the pueue command.
+
+    It also ends a back-off: if the host answers, the passes use it again at once.
+    """
+    retry_now(host)
+    with contact(host, force=True) as link:
+        version = link.queue.version()
+    if link.failed:
+        return refused(f"{host.name}: {link.error}", "error")
     HpcHost.objects.filter(pk=host.pk).update(pueue_version=version)
     return Outcome(True, f"{host.name} answers: pueue {version}")
 
 
-def trusted_fingerprint(host: HpcHost) -> str:
-    """The fingerprint of the key stored on the row, "" when none (or it cannot be read)."""
-    try:
-        key_type, key_base64 = host.host_key.split()[:2]
-        return fingerprint(key_type, key_base64)
-    except ValueError:
-        return ""
-
-
-@dataclass(frozen=True)
-class KeyCheck:
-    """The key a host offers now, against the one trusted on its row."""
-
-    offered: OfferedKey
-    trusted: str
-
-    @property
-    def state(self) -> str:
-        """ "new" (nothing trusted yet), "trusted" (the same key) or "changed" (a different key!)."""
-        if not self.trusted:
-            return "new"
-        return "trusted" if self.trusted == self.offered.fingerprint else "changed"
-
-
-def check_host_key(host: HpcHost) -> KeyCheck:
-    """Fetch the offered key (raises ``OutcomeUnknown`` when the host cannot be reached)."""
-    return KeyCheck(offered_key(host), trusted_fingerprint(host))
+def check_host_key(host: HpcHost) -> hostkeys.KeyCheck:
+    """Fetch the offered key and compare it (raises ``OutcomeUnknown`` when the host cannot be reached)."""
+    return hostkeys.check(host, hostkeys.offered_key(host))
 
 
 def trust_host_key(host: HpcHost, confirmed: str, *, replace: bool = False) -> Outcome:
     """Trust the key the host offers, if it is still the one the operator confirmed.
 
     The key is fetched again: a key that changed between the look and the click is never
-    trusted on the strength of the earlier look. A changed key needs ``replace``.
+    trusted on the strength of the earlier look. A mismatch needs ``replace``.
     """
+    if host.is_local:
+        return refused(f"{host.name} runs on this machine: no SSH key is involved", "info")
     try:
-        key = offered_key(host)
+        key = hostkeys.offered_key(host)
     except RemoteError as error:
         return refused(f"could not fetch the key of {host.name}: {error}", "error")
     if key.fingerprint != confirmed:
@@ -184,9 +160,10 @@ def trust_host_key(host: HpcHost, confirmed: str, *, replace: bool = False) -> O
             "error",
         )
     try:
-        changed = trust(host, key, replace=replace)
+        changed = hostkeys.trust(host, key, replace=replace)
     except ChangedHostKey as error:
         return refused(str(error), "error")
     if not changed:
         return refused(f"{host.name}: {key.fingerprint} was already trusted", "info")
-    return Outcome(True, f"{host.name}: now trusting {key.key_type} {key.fingerprint}")
+    where = f"in {host.known_hosts_path}" if host.known_hosts_path else "on its row"
+    return Outcome(True, f"{host.name}: now trusting {key.key_type} {key.fingerprint} ({where})")

@@ -8,35 +8,78 @@ generation it holds, so a stale worker cannot free a group that was re-assigned 
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from .models import GpuGroup, HpcHost
+from .models import GpuGroup, HostSlot, HpcHost
 
 Status = GpuGroup.Status
 
 
-def lock_free_group(holder_id: int, *, host: HpcHost | None = None) -> GpuGroup | None:
-    """Assign a free, unflagged group to ``holder_id``; ``None`` when every group is taken."""
-    candidates = GpuGroup.objects.filter(status=Status.AVAILABLE, blocked_reason="", host__enabled=True)
+def assignable_groups():
+    """Free, unflagged groups on enabled hosts that neither back off nor have every connection slot
+    in use: where new work may go now."""
+    now = timezone.now()
+    usable_host = Q(host__enabled=True) & (Q(host__next_try_at__isnull=True) | Q(host__next_try_at__lte=now))
+    full = (
+        HostSlot.objects.filter(expires_at__gt=now, number__lt=settings.MQIC_HOST_MAX_CONNECTIONS)
+        .values("host")
+        .annotate(taken=Count("pk"))
+        .filter(taken__gte=settings.MQIC_HOST_MAX_CONNECTIONS)
+        .values("host")
+    )
+    return GpuGroup.objects.filter(usable_host, status=Status.AVAILABLE, blocked_reason="").exclude(host__in=full)
+
+
+def free_groups(*, host: HpcHost | None = None, host_name: str = "", group_name: str = "") -> list[GpuGroup]:
+    """The assignable groups (of that host, or that very group, when named), in the order they are
+    handed out: least used first. One read, for a caller that places many holders at once."""
+    candidates = assignable_groups()
     if host is not None:
         candidates = candidates.filter(host=host)
-    candidates = candidates.order_by("lease_generation", "name").values_list("pk", flat=True)
-    # Try the first free group; if a peer wins it, the next query no longer sees it as free.
-    while (group_id := candidates.first()) is not None:
-        try:
-            with transaction.atomic():
-                won = GpuGroup.objects.filter(pk=group_id, status=Status.AVAILABLE, blocked_reason="").update(
-                    status=Status.ASSIGNED,
-                    holder_id=holder_id,
-                    lease_generation=F("lease_generation") + 1,
-                    assigned_at=timezone.now(),
-                )
-        except IntegrityError:
-            return None  # the holder already holds a group (a peer claimed it): no second lock
-        if won:
-            return GpuGroup.objects.select_related("host").get(pk=group_id)
+    if host_name:
+        candidates = candidates.filter(host__name=host_name)
+    if group_name:
+        candidates = candidates.filter(name=group_name)
+    return list(candidates.select_related("host").order_by("lease_generation", "name"))
+
+
+def take_group(group: GpuGroup, holder_id: int) -> bool | None:
+    """Assign ``group`` to ``holder_id`` if it is still free as read (the same lease generation);
+    on success ``group`` carries its new generation. ``False``: a peer took it meanwhile.
+    ``None``: the holder already holds a group (a peer placed it), so it gets no second one."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            still_free = GpuGroup.objects.filter(
+                pk=group.pk, status=Status.AVAILABLE, blocked_reason="", lease_generation=group.lease_generation
+            )
+            next_lease = F("lease_generation") + 1
+            won = still_free.update(
+                status=Status.ASSIGNED, holder_id=holder_id, lease_generation=next_lease, assigned_at=now
+            )
+    except IntegrityError:
+        return None
+    if not won:
+        return False
+    group.status, group.holder_id, group.assigned_at = Status.ASSIGNED, holder_id, now
+    group.lease_generation += 1
+    return True
+
+
+def lock_free_group(
+    holder_id: int, *, host: HpcHost | None = None, host_name: str = "", group_name: str = ""
+) -> GpuGroup | None:
+    """Assign an assignable group (of that host, or that very group, when named) to ``holder_id``;
+    ``None`` when every such group is taken."""
+    for group in free_groups(host=host, host_name=host_name, group_name=group_name):
+        taken = take_group(group, holder_id)
+        if taken is None:
+            return None
+        if taken:
+            return group
     return None
 
 
@@ -79,35 +122,6 @@ def set_blocked(group_id: int, reason: str) -> bool:
         return bool(
             GpuGroup.objects.filter(pk=group_id).exclude(blocked_reason=reason).update(blocked_reason=reason)
         )
-
-
-def configure_from_settings(settings) -> tuple[HpcHost, list[GpuGroup]]:
-    """Create or update the host and its GPU groups from ``MQIC_*`` settings; safe to repeat.
-
-    Groups no longer listed are disabled when free (never deleted: old cases point at them);
-    an existing group keeps the status an operator gave it.
-    """
-    host, _ = HpcHost.objects.update_or_create(
-        name=settings.MQIC_HPC_NAME,
-        defaults={
-            "hostname": settings.MQIC_HPC_HOST,
-            "port": settings.MQIC_HPC_PORT,
-            "username": settings.MQIC_HPC_USER,
-            "key_path": settings.MQIC_HPC_KEY,
-            "known_hosts_path": settings.MQIC_HPC_KNOWN_HOSTS,
-            "base_dir": settings.MQIC_HPC_BASE_DIR,
-            "pueue_command": settings.MQIC_PUEUE,
-        },
-    )
-    groups = []
-    for pueue_group in settings.MQIC_GPU_GROUPS:
-        group, _ = GpuGroup.objects.get_or_create(
-            host=host, pueue_group=pueue_group, defaults={"name": group_name_for(host, pueue_group)}
-        )
-        groups.append(group)
-    for stale in host.gpu_groups.exclude(pueue_group__in=settings.MQIC_GPU_GROUPS):
-        set_enabled(stale.pk, False)
-    return host, groups
 
 
 def group_name_for(host: HpcHost, pueue_group: str) -> str:

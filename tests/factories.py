@@ -12,7 +12,7 @@ _seq = itertools.count(1)
 
 def make_host(**fields) -> HpcHost:
     n = next(_seq)
-    defaults = {"name": f"host{n}", "hostname": "local", "base_dir": f"/tmp/mqic-test-{n}"}
+    defaults = {"name": f"host{n}", "hostname": "localhost", "base_dir": f"/tmp/mqic-test-{n}"}
     return HpcHost.objects.create(**(defaults | fields))
 
 

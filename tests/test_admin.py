@@ -7,13 +7,13 @@ against the real sshd and sandbox pueue.
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.admin.models import LogEntry
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from cases.models import Case, CaseEvent, CaseStatus, PassRecord
+from cases.models import Case, CaseEvent, CaseStatus, PassRun
 from cases.services import intake, submission
 from cases.services.labels import label_prefix
 from resources.models import GpuGroup, HpcHost
@@ -21,6 +21,7 @@ from resources.services import lock_free_group
 from tests.factories import make_case, make_group, make_host
 from tests.support.cases import drop_case
 from tests.support.sshd import generate_key
+from tests.support.users import user_with
 
 S = CaseStatus
 pytestmark = [pytest.mark.django_db, pytest.mark.filterwarnings("ignore:No directory at")]
@@ -42,19 +43,8 @@ VIEW_PERMISSIONS = ["cases.view_case", "cases.view_caseevent", "resources.view_h
 
 
 @pytest.fixture(autouse=True)
-def plain_static(settings):
-    """No collectstatic in tests: plain static URLs instead of the manifest's."""
-    settings.STORAGES = settings.STORAGES | {
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
-    }
-
-
-def user_with(username: str, permissions: list[str]) -> User:
-    user = User.objects.create_user(username, password="pw-" + username, is_staff=True)
-    for name in permissions:
-        app_label, codename = name.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-    return user
+def _static(plain_static):
+    """Every page here renders without collectstatic."""
 
 
 @pytest.fixture
@@ -91,9 +81,9 @@ def custom_urls(host: HpcHost, case: Case) -> list[str]:
     return [
         reverse("admin:cases_case_reconcile"),
         reverse("admin:cases_case_log", args=[case.pk]),
-        reverse("admin:cases_case_remote_state", args=[host.pk]),
-        reverse("admin:cases_case_orphan", args=[host.pk, 1, "kill"]),
-        reverse("admin:cases_case_orphan", args=[host.pk, 1, "adopt"]),
+        reverse("console:remote_state", args=[host.pk]),
+        reverse("console:orphan", args=[host.pk, 1, "kill"]),
+        reverse("console:orphan", args=[host.pk, 1, "adopt"]),
         reverse("admin:resources_hpchost_trust", args=[host.pk]),
     ]
 
@@ -135,7 +125,7 @@ def test_each_action_needs_its_own_permission(client):
     case = make_case(S.FAILED)
     client.force_login(user_with("retrier", [*VIEW_PERMISSIONS, "cases.retry_case"]))
     choices = [value for value, _ in client.get(changelist()).context["action_form"].fields["action"].choices]
-    assert choices == ["", "retry_cases"]
+    assert choices == ["", "retry_cases", "recheck_cases"]  # re-checking a folder is a retry too
     act(client, "cancel_cases", case)
     assert Case.objects.get().status == S.FAILED
     act(client, "retry_cases", case)
@@ -228,7 +218,8 @@ def test_reconcile_now_runs_the_pass_and_records_it(operator):
     response = operator.post(reverse("admin:cases_case_reconcile"), follow=True)
     assert any(m.startswith("reconciled (by operator): ") for m in messages_of(response))
     assert GpuGroup.objects.get(pk=group.pk).status == GpuGroup.Status.AVAILABLE
-    assert PassRecord.objects.get(kind="reconcile").ok
+    run = PassRun.objects.get(kind="reconcile")
+    assert run.outcome == PassRun.Outcome.OK and run.actor == "operator"
 
 
 def test_gpu_groups_are_disabled_and_enabled_only_when_free(operator):
@@ -249,7 +240,7 @@ def test_gpu_groups_are_disabled_and_enabled_only_when_free(operator):
 def test_the_overview_tells_a_running_cluster_from_a_stopped_one():
     from django_q.models import Schedule
 
-    from cases.selectors import cluster_health
+    from console.selectors import cluster_health
 
     schedule = Schedule.objects.create(func="cases.tasks.monitor", schedule_type=Schedule.MINUTES, minutes=1)
     Schedule.objects.filter(pk=schedule.pk).update(next_run=timezone.now() + timedelta(seconds=30))
@@ -316,9 +307,17 @@ def test_the_index_shows_the_overview(operator):
     stuck = make_case(S.SUBMITTING, lease_expires_at=timezone.now() - timedelta(minutes=5))
     make_group(make_host())
     Case.objects.filter(pk=stuck.pk).update(gpu_group=lock_free_group(stuck.pk))
-    PassRecord.objects.create(kind="monitor", finished_at=timezone.now(), summary="completed 4, failed 0")
+    now = timezone.now()
+    PassRun.objects.create(
+        kind="monitor",
+        actor="monitor",
+        started_at=now,
+        finished_at=now,
+        outcome="ok",
+        summary="completed 4, failed 0",
+    )
     html = operator.get(reverse("admin:index")).content.decode()
-    assert "1 stuck past their lease" in html
+    assert "1 case stuck past its lease" in html
     assert "completed 4, failed 0" in html
     assert "not running" in html and "no schedules set up" in html
     assert reverse("admin:django_q_schedule_changelist") in html
@@ -410,17 +409,19 @@ def test_sync_creates_missing_groups_disabled_and_the_health_check_reads_the_ver
 
 
 def test_a_new_host_key_is_trusted_and_a_changed_one_blocked_loudly(operator, hpc, sshd, tmp_path):
+    HpcHost.objects.update(known_hosts_path="")  # no file: the key is kept on the row
     url = reverse("admin:resources_hpchost_trust", args=[hpc.pk])
     check = operator.get(url).context["check"]
     assert check.state == "new"
     operator.post(url, {"fingerprint": check.offered.fingerprint})
     assert HpcHost.objects.get().host_key == sshd.host_key
+    assert "now trusting" in LogEntry.objects.get().get_change_message()  # in "Recent actions" too
 
     HpcHost.objects.update(host_key=generate_key(tmp_path / "old"))
     page = operator.get(url)
-    assert page.context["check"].state == "changed" and b"HOST KEY CHANGED" in page.content
+    assert page.context["check"].state == "mismatch" and b"HOST KEY MISMATCH" in page.content
     response = operator.post(url, {"fingerprint": check.offered.fingerprint}, follow=True)
-    assert any("HOST KEY CHANGED" in m for m in messages_of(response))
+    assert any("HOST KEY MISMATCH" in m for m in messages_of(response))
     assert HpcHost.objects.get().host_key != sshd.host_key
     operator.post(url, {"fingerprint": check.offered.fingerprint, "replace": "replace"})
     assert HpcHost.objects.get().host_key == sshd.host_key
@@ -429,10 +430,10 @@ def test_a_new_host_key_is_trusted_and_a_changed_one_blocked_loudly(operator, hp
 def test_an_orphan_is_listed_and_killed_by_id(operator, hpc, sandbox):
     label = f"{label_prefix()}999"
     task_id = int(sandbox.cli("add", "-p", "-l", label, "-g", "gpu_b", "--", "sleep 30").stdout.split()[-1])
-    page = operator.get(reverse("admin:cases_case_remote_state", args=[hpc.pk]))
+    page = operator.get(reverse("console:remote_state", args=[hpc.pk]))
     rows = {row.task.id: row for row in page.context["state"].tasks}
     assert rows[task_id].role == "orphan"
-    kill = reverse("admin:cases_case_orphan", args=[hpc.pk, task_id, "kill"])
+    kill = reverse("console:orphan", args=[hpc.pk, task_id, "kill"])
     response = operator.post(kill, {"created_at": "2000-01-01T00:00:00+00:00"}, follow=True)
     assert any("no longer the orphan shown" in m for m in messages_of(response))
     assert "Done" not in task_of(sandbox, task_id)["status"]
@@ -443,10 +444,10 @@ def test_an_orphan_is_listed_and_killed_by_id(operator, hpc, sandbox):
 def test_an_orphan_of_a_cancelled_case_is_adopted(operator, running, sandbox):
     Case.objects.filter(pk=running.pk).update(status=S.CANCELLED)
     GpuGroup.objects.filter(pk=running.gpu_group_id).update(status="available", holder_id=None)
-    page = operator.get(reverse("admin:cases_case_remote_state", args=[running.gpu_group.host_id]))
+    page = operator.get(reverse("console:remote_state", args=[running.gpu_group.host_id]))
     row = next(r for r in page.context["state"].tasks if r.task.id == running.pueue_task_id)
     assert row.role == "orphan" and row.case_name == "sim"
-    adopt = reverse("admin:cases_case_orphan", args=[running.gpu_group.host_id, row.task.id, "adopt"])
+    adopt = reverse("console:orphan", args=[running.gpu_group.host_id, row.task.id, "adopt"])
     operator.post(adopt, {"created_at": row.task.created_at.isoformat()})
     running.refresh_from_db()
     assert running.status == S.RUNNING and running.pueue_task_id == row.task.id

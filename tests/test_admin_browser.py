@@ -2,17 +2,24 @@
 server, the real sshd and the sandbox pueue. A failing test leaves a screenshot in test-artifacts/.
 """
 
+import re
+import tarfile
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
+from django.utils import timezone
 from playwright.sync_api import expect
 
-from cases.models import Case, CaseEvent, CaseStatus
-from cases.services import intake, submission
+from cases.models import Case, CaseEvent, CaseStatus, PassRun
+from cases.services import intake, monitoring, submission
 from cases.services.labels import label_prefix
-from resources.models import GpuGroup
+from cases.services.transitions import transition
+from resources.models import GpuGroup, HpcHost
 from tests.factories import make_case
 from tests.support.cases import drop_case
+from tests.support.system import wait_for
 
 pytest_plugins = ["tests.support.browser"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.filterwarnings("ignore:No directory at")]
@@ -83,14 +90,14 @@ def test_cancel_kills_the_remote_task_and_retry_puts_the_case_back(console, hpc,
     expect(console.locator("#content-main")).to_contain_text("killed by id")
     console.click("input[value='Yes, cancel cases']")
     stopped = f"sim cancelled; pueue tasks [{case.pueue_task_id}] on sshd stopped"
-    expect(console.locator(".messagelist")).to_contain_text(stopped, ignore_case=True)
+    expect(console.locator(".messagelist")).to_contain_text(stopped)  # the name as it is, not "Sim"
     expect(console.locator("#timeline")).to_contain_text("cancelled by operator")
     task = sandbox.status()["tasks"][str(case.pueue_task_id)]
     assert task["status"]["Done"]["result"] == "Killed"
     assert GpuGroup.objects.get(pk=case.gpu_group_id).status == GpuGroup.Status.AVAILABLE
 
     console.click("input[value='Retry']")
-    expect(console.locator(".messagelist")).to_contain_text("sim: back to submitted", ignore_case=True)
+    expect(console.locator(".messagelist")).to_contain_text("sim: back to submitted")
     expect(console.locator("#timeline")).to_contain_text("retried by operator")
     assert Case.objects.get(pk=case.pk).status == S.SUBMITTED
 
@@ -107,6 +114,136 @@ def test_the_remote_state_page_kills_an_orphan(console, hpc, sandbox):
     row.get_by_role("link", name="Kill…").click()
     console.click(f"input[value='Yes, kill task {task_id}']")
     stopped = f"orphan task {task_id} ({label}) on sshd stopped"
-    expect(console.locator(".messagelist")).to_contain_text(stopped, ignore_case=True)
+    expect(console.locator(".messagelist")).to_contain_text(stopped)
     expect(console.locator(f"tr[data-task-id='{task_id}']")).to_contain_text("killed")
     assert sandbox.status()["tasks"][str(task_id)]["status"]["Done"]["result"] == "Killed"
+
+
+# -- the second round: live pages, timing, results, long names, host back-off -------------------
+
+
+@pytest.fixture
+def fast_live(settings):
+    """The live pages ask every second (5 s by default).
+
+    Name it before ``console`` in a test's arguments: the dashboard that ``console`` opens
+    reads the interval when it is rendered.
+    """
+    settings.MQIC_LIVE_SECONDS = 1
+
+
+def mark_page(page) -> None:
+    """A value that only survives as long as the page is not reloaded."""
+    page.evaluate("window.mqicNotReloaded = true")
+
+
+def not_reloaded(page) -> bool:
+    return page.evaluate("window.mqicNotReloaded === true")
+
+
+def test_the_dashboard_updates_itself_without_a_reload(fast_live, console):
+    mark_page(console)
+    failed = console.locator("#overview-cases td[data-status='failed']")
+    expect(failed).to_have_text("0")
+    make_case(S.FAILED, name="broke-meanwhile")
+    now = timezone.now()
+    PassRun.objects.create(
+        kind="monitor", actor="monitor", started_at=now, finished_at=now, outcome="failed", summary="failed: boom"
+    )
+    expect(failed).to_have_text("1")
+    expect(console.locator("#overview-failed-passes")).to_contain_text("1 failed pass in the last 24 hours")
+    expect(console.locator("#mqic-overview [data-live-updated]")).to_have_text(re.compile(r"updated \ds ago"))
+    assert not_reloaded(console)
+
+
+def test_the_case_list_updates_its_rows_in_place_and_keeps_the_selection(fast_live, console):
+    waiting = make_case(S.SUBMITTED, name="wait-a")
+    make_case(S.SUBMITTED, name="wait-b")
+    open_admin(console, "admin:cases_case_changelist")
+    mark_page(console)
+    row = console.locator("#result_list tbody tr", has_text="wait-a")
+    row.locator("input.action-select").check()
+    expect(row.locator(".field-position_display")).to_have_text("#1")
+    transition(waiting, S.SUBMITTED, S.CANCELLED, reason="cancelled meanwhile")
+    expect(row.locator(".field-status_display")).to_have_text("cancelled")
+    expect(row.locator(".field-position_display")).to_have_text("-")
+    other = console.locator("#result_list tbody tr", has_text="wait-b")
+    expect(other.locator(".field-position_display")).to_have_text("#1")
+    expect(row.locator("input.action-select")).to_be_checked()
+    expect(console.locator("[data-live-updated]")).to_have_text(re.compile(r"updated \ds ago"))
+    assert not_reloaded(console)
+
+
+def test_a_running_case_page_follows_it_to_its_end_and_its_log_follows(
+    console, hpc, sandbox, mqic_dirs, fast_live
+):
+    script = "for i in $(seq 1 40); do echo line-$i; sleep 0.3; done\n"
+    drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "sim", script)
+    intake.scan()
+    submission.submit_pass()
+    case = Case.objects.get(name="sim")
+
+    open_admin(console, "admin:cases_case_log", case.pk)
+    mark_page(console)
+    log = console.locator("#log-tail")
+    expect(log).to_contain_text("line-1")
+    expect(log).to_contain_text("line-12")  # more lines arrive while the page stays
+    assert not_reloaded(console)
+
+    open_admin(console, "admin:cases_case_change", case.pk)
+    mark_page(console)
+    expect(console.locator(".field-run_time_display .readonly")).to_contain_text("running")
+    expect(console.locator("input[value='Cancel…']")).to_be_visible()
+    wait_for(lambda: monitoring.monitor_pass().completed, 60, "the case to finish")
+    expect(console.locator(".field-status_display .readonly")).to_have_text("completed")
+    expect(console.locator("#timeline")).to_contain_text("completed")
+    expect(console.locator("input[value='Cancel…']")).to_have_count(0)
+    expect(console.locator("#attempt-rows")).to_contain_text("completed")
+    assert not_reloaded(console)
+
+    console.get_by_role("link", name="Results and job log").click()
+    expect(console.locator("#result-files")).to_contain_text(".mqic_job.log")
+    with console.expect_download() as download:
+        console.click("#results-archive")
+    with tarfile.open(download.value.path(), mode="r:gz") as archive:
+        log_member = next(m for m in archive.getmembers() if m.name.endswith("/.mqic_job.log"))
+        assert b"line-40" in archive.extractfile(log_member).read()
+
+
+def test_a_255_byte_name_wraps_and_the_list_fits_1400_px(console):
+    name = "n" * 255
+    case = make_case(S.FAILED, name=name, last_error="job failed with exit code 1 " + "e" * 300)
+    for n in range(5):
+        make_case(S.RUNNING, name=f"busy-{n}", running_at=timezone.now())
+    open_admin(console, "admin:cases_case_change", case.pk)
+    expect(console.locator("#timeline")).to_be_visible()
+    assert console.evaluate("document.documentElement.scrollWidth") <= 1400
+    box = console.locator("#timeline").bounding_box()
+    assert box["x"] + box["width"] <= 1400
+    open_admin(console, "admin:cases_case_changelist")
+    cell = console.locator(".mqic-name", has_text="nnnn")
+    expect(cell).to_have_attribute("title", name)
+    assert console.evaluate("document.documentElement.scrollWidth") <= 1400
+    results = console.locator("#changelist .results")
+    assert results.evaluate("e => e.scrollWidth <= e.clientWidth"), "the case list needs a horizontal scroll"
+    expect(console.locator(".field-error_display .mqic-clip").first).to_have_attribute(
+        "title", re.compile("job failed with exit code 1")
+    )
+
+
+def test_a_host_backing_off_is_shown_and_retried_now_from_the_dashboard(console, hpc, sandbox):
+    now = timezone.now()
+    HpcHost.objects.filter(pk=hpc.pk).update(
+        last_error=f"{now:%Y-%m-%d %H:%M:%S} connection refused",
+        consecutive_failures=4,
+        down_since=now,
+        next_try_at=now + timedelta(minutes=10),
+    )
+    console.reload()
+    host = console.locator("#overview-hosts tr[data-host='sshd']")
+    expect(host).to_contain_text("backing off")
+    expect(host).to_contain_text("4 failures in a row")
+    host.locator("input[value='Retry now']").click()
+    expect(console.locator(".messagelist")).to_contain_text("sshd answers: pueue 4.0.4")  # as written
+    expect(console.locator("#overview-hosts tr[data-host='sshd']")).to_contain_text("ok")
+    expect(console.locator("#recent-actions-module")).to_contain_text("sshd")

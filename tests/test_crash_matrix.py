@@ -1,7 +1,10 @@
 """Crash at every named point, run on, and check that nothing was lost, doubled or left lying.
 
-Each repetition drops fresh cases, runs a worker process that SIGKILLs itself at the
-point (``MQIC_CRASH_AT``), then a clean worker until all is quiet.
+In ``make test`` (on the sandbox, also on PostgreSQL, and on real pueue) one run arms a worker
+at every point at once: it dies at the first point it reaches, a new one dies at the next, and so
+on until each point has killed one worker; then the system must settle. In ``make soak`` each
+point gets runs of its own: fresh cases, a worker that dies at that point, a clean worker until
+all is quiet, ten times over, on both remotes.
 """
 
 import subprocess
@@ -14,9 +17,19 @@ from cases.models import CaseEvent
 from cases.services import intake
 from tests.support import invariants
 from tests.support.cases import drop_case
+from tests.support.hpc import make_hpc_host
 from tests.support.processes import REPO, django_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
+EVERY_POINT = [
+    pytest.param("sandbox", marks=pytest.mark.engine),
+    pytest.param("real", marks=pytest.mark.real_pueue),
+]
+CONFIGURATIONS = [
+    pytest.param("sandbox", 10, marks=[pytest.mark.engine, pytest.mark.slow]),
+    pytest.param("real", 10, marks=[pytest.mark.real_pueue, pytest.mark.slow]),
+]
+DATA = {"data.bin": b"\0" * 200_000}
 
 
 @pytest.fixture
@@ -36,17 +49,41 @@ def drive(settings, seconds=60, **env) -> int:
     return done.returncode
 
 
-@pytest.mark.parametrize("repetitions", [2, pytest.param(10, marks=pytest.mark.slow)])
-def test_crash_matrix(hpc, sandbox, crash_settings, tmp_path, repetitions):
+def drop_pair(settings, prefix: str) -> dict[str, str]:
+    """A case that succeeds and one whose job fails, with the final status each must reach."""
+    drop_case(settings.MQIC_NEW_CASES_DIR, f"{prefix}-ok", files=DATA)
+    drop_case(settings.MQIC_NEW_CASES_DIR, f"{prefix}-bad", "echo broken >&2; exit 5\n", files=DATA)
+    return {f"{prefix}-ok": "completed", f"{prefix}-bad": "failed"}
+
+
+@pytest.mark.parametrize("remote", EVERY_POINT, indirect=True)
+def test_a_worker_dies_at_every_point_in_turn_and_the_system_settles(sshd, remote, crash_settings, tmp_path):
+    make_hpc_host(sshd, remote)
+    expected = {}
+    for point in POINTS:  # two cases per point: enough work that every point is passed
+        expected |= drop_pair(crash_settings, point)
+    intake.scan()
+    fired = tmp_path / "fired"  # a file per point that has killed its worker
+    fired.mkdir()
+    codes = []
+    while len(codes) <= 2 * len(POINTS) and (not codes or codes[-1] == -9):
+        codes.append(drive(crash_settings, MQIC_CRASH_AT=",".join(POINTS), MQIC_CRASH_ONCE=str(fired)))
+    assert sorted(p.name for p in fired.iterdir()) == sorted(POINTS), "every point killed a worker"
+    assert codes.count(-9) == len(POINTS) and codes[-1] == 0, codes
+    total = invariants.check(remote, expected)
+    print(f"\ncrash at every point on {remote.kind} pueue: {len(POINTS)} workers killed; {total}")
+    assert not total, total
+    adopted = CaseEvent.objects.filter(reason__contains="adopted pueue task")
+    assert adopted.exists(), "the crash after pueue add must be healed by adoption, not a second add"
+
+
+@pytest.mark.parametrize(("remote", "repetitions"), CONFIGURATIONS, indirect=["remote"])
+def test_crash_matrix(sshd, remote, crash_settings, tmp_path, repetitions):
+    make_hpc_host(sshd, remote)
     expected, findings, crashes = {}, [], 0
     for point in POINTS:
         for rep in range(repetitions):
-            names = {f"{point}-{rep}-ok": "completed", f"{point}-{rep}-bad": "failed"}
-            data = {"data.bin": b"\0" * 200_000}
-            drop_case(crash_settings.MQIC_NEW_CASES_DIR, f"{point}-{rep}-ok", files=data)
-            drop_case(
-                crash_settings.MQIC_NEW_CASES_DIR, f"{point}-{rep}-bad", "echo broken >&2; exit 5\n", files=data
-            )
+            names = drop_pair(crash_settings, f"{point}-{rep}")
             intake.scan()
             once = tmp_path / f"crashed-{point}-{rep}"
             code = drive(crash_settings, MQIC_CRASH_AT=point, MQIC_CRASH_ONCE=str(once))
@@ -54,12 +91,14 @@ def test_crash_matrix(hpc, sandbox, crash_settings, tmp_path, repetitions):
             assert once.exists(), f"the worker never reached {point}"
             assert drive(crash_settings) == 0, f"the system did not settle after a crash at {point}"
             expected |= names
-            if found := invariants.check(sandbox, names):
+            if found := invariants.check(remote, names):
                 findings.append((point, rep, found))
-    total = invariants.check(sandbox, expected)
+    total = invariants.check(remote, expected)
     print(
-        f"\ncrash matrix: {len(POINTS)} points x {repetitions} repetitions, {crashes} crashes, "
-        f"lost {len(total.lost)}, duplicates {len(total.duplicates)}, GPU mismatches {len(total.gpu_mismatches)}"
+        f"\ncrash matrix on {remote.kind} pueue: {len(POINTS)} points x {repetitions} repetitions, "
+        f"{crashes} crashes, "
+        f"lost {len(total.lost)}, duplicates {len(total.duplicates)}, GPU mismatches {len(total.gpu_mismatches)}, "
+        f"remote leftovers {len(total.leftovers)}"
     )
     assert crashes == len(POINTS) * repetitions
     assert not findings, findings

@@ -87,7 +87,8 @@ def test_a_hang_during_add_is_an_unknown_outcome_then_adopted(hpc, sandbox, inbo
     assert "adopted pueue task" in Case.objects.get().events.filter(to_status=S.RUNNING).get().reason
 
 
-def test_pueue_daemon_down_fails_nothing_and_burns_no_attempt(hpc, sandbox, inbox):
+def test_pueue_daemon_down_fails_nothing_and_burns_no_attempt(hpc, sandbox, inbox, settings):
+    settings.MQIC_HOST_FAILURES_BEFORE_BACKOFF = 100  # every pass asks (the back-off has its own tests)
     drop(inbox, "early")
     intake.scan()
     submission.submit_pass()
@@ -110,7 +111,8 @@ def test_pueue_daemon_down_fails_nothing_and_burns_no_attempt(hpc, sandbox, inbo
     assert_all_completed_once(sandbox, ["early", "late"])
 
 
-def test_sshd_stopped_for_a_while(sandbox, inbox, db):
+def test_sshd_stopped_for_a_while(sandbox, inbox, db, settings):
+    settings.MQIC_HOST_BACKOFF_SECONDS = 2
     server = SshServer().start()
     try:
         make_hpc_host(server, sandbox)
@@ -125,7 +127,11 @@ def test_sshd_stopped_for_a_while(sandbox, inbox, db):
             monitoring.monitor_pass()
             reconciliation.reconcile_pass()
         assert dict(Case.objects.values_list("name", "status")) == {"before": S.RUNNING, "during": S.SUBMITTED}
-        assert HpcHost.objects.get().last_error
+        host = HpcHost.objects.get()
+        assert host.last_error and host.down_since and host.next_try_at, "repeated failures: the host backs off"
+        assert host.consecutive_failures == settings.MQIC_HOST_FAILURES_BEFORE_BACKOFF, (
+            "no contact while backing off"
+        )
         server.restart()
         settle()
         assert_all_completed_once(sandbox, ["before", "during"])
@@ -152,12 +158,14 @@ def test_pueued_restart_under_running_tasks(hpc, sandbox, inbox):
     assert GpuGroup.objects.get(name="gpu_b").blocked_reason.startswith("remote: ")
 
 
+@pytest.mark.engine
 @pytest.mark.django_db(transaction=True)
-def test_four_workers_hundred_cases_three_groups(sshd, inbox, tmp_path):
+@pytest.mark.parametrize("cases", [24, pytest.param(100, marks=pytest.mark.slow)])
+def test_four_workers_many_cases_three_groups(sshd, inbox, tmp_path, cases):
     sandbox = Sandbox(groups={"gpu_a": 1, "gpu_b": 1, "gpu_c": 1})
     try:
         make_hpc_host(sshd, sandbox, groups=("gpu_a", "gpu_b", "gpu_c"))
-        names = [f"case{n:03}" for n in range(100)]
+        names = [f"case{n:03}" for n in range(cases)]
         for name in names:
             drop(inbox, name)
         intake.scan()
@@ -169,6 +177,6 @@ def test_four_workers_hundred_cases_three_groups(sshd, inbox, tmp_path):
         assert [w.wait(timeout=300) for w in workers] == [0, 0, 0, 0]
         assert_all_completed_once(sandbox, names)
         assert overlaps_per_group(sandbox.events()) == {"gpu_a": 1, "gpu_b": 1, "gpu_c": 1}
-        assert len(sandbox.adds()) == 100
+        assert len(sandbox.adds()) == cases
     finally:
         sandbox.cleanup()

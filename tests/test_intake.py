@@ -66,7 +66,9 @@ def test_bad_folders_are_rejected_with_reasons_and_do_not_stop_the_others(inbox,
     escaping = make_folder(inbox, "escaping-link")
     (escaping / "secret").symlink_to(tmp_path)
     inside = make_folder(inbox, "inner-link")
-    (inside / "alias.dat").symlink_to(inside / "input.dat")
+    (inside / "alias.dat").symlink_to("input.dat")
+    absolute = make_folder(inbox, "absolute-inner-link")
+    (absolute / "alias.dat").symlink_to(absolute / "input.dat")  # inside today, but not once copied
     (inbox / "a-file.txt").write_text("not a folder")
     (inbox / "linked-folder").symlink_to(tmp_path)
     special = make_folder(inbox, "with-fifo")
@@ -81,12 +83,13 @@ def test_bad_folders_are_rejected_with_reasons_and_do_not_stop_the_others(inbox,
     reasons = dict(report.rejected)
     assert sorted(report.registered) == ["good", "inner-link"]
     assert "run.sh is missing" in reasons["no-script"]
-    assert "secret is a symbolic link pointing out of the case folder" in reasons["escaping-link"]
+    assert "symlink secret points outside the case folder" in reasons["escaping-link"]
+    assert "alias.dat" in reasons["absolute-inner-link"], "the upload refuses absolute links: intake does too"
     assert reasons["a-file.txt"] == "not a folder"
     assert "symbolic link" in reasons["linked-folder"]
     bad = Case.objects.get(name="bad-\\xff-name")
     assert bad.status == CaseStatus.REJECTED and "not valid UTF-8" in bad.last_error
-    assert reasons["with-fifo"] == "pipe is not a regular file or folder"
+    assert reasons["with-fifo"].startswith("pipe is a special file")
     assert Case.objects.filter(status=CaseStatus.REJECTED).count() == len(report.rejected)
     assert intake.scan(inbox).rejected == []
 

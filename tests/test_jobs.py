@@ -6,7 +6,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from cases.services.jobs import EXIT_MARKER, JOB_LOG, is_our_task, job_command
+from cases.models import Attempt
+from cases.services.jobs import EXIT_MARKER, JOB_LOG, job_command
+from cases.services.matching import is_attempt_task, is_case_task
 from resources.remote.pueue_state import PueueTask, TaskStatus
 from tests.factories import make_case
 
@@ -59,10 +61,14 @@ def task(**fields):
 def test_a_label_alone_is_no_proof_of_ownership(settings):
     settings.MQIC_CLOCK_SKEW_SECONDS = 60
     started = timezone.now()
-    case = make_case(label="L", remote_dir="/r/L", submitting_at=started)
-    assert is_our_task(task(created_at=started - timedelta(seconds=30)), case)
-    assert not is_our_task(task(label="other"), case)
-    assert not is_our_task(task(path="/elsewhere/L"), case)
-    old = task(created_at=started - timedelta(hours=1))
-    assert not is_our_task(old, case)
-    assert is_our_task(old, case, any_attempt=True)
+    case = make_case(label="L", remote_dir="/r/L.t2", submitting_at=started)
+    Attempt.objects.create(case=case, token="t1", remote_dir="/r/L.t1", started_at=started - timedelta(hours=2))
+    assert is_attempt_task(task(path="/r/L.t2", created_at=started - timedelta(seconds=30)), case)
+    assert not is_attempt_task(task(path="/r/L.t2", label="other"), case)
+    assert not is_attempt_task(task(path="/elsewhere/L.t2"), case)
+    old = task(path="/r/L.t2", created_at=started - timedelta(hours=1))
+    assert not is_attempt_task(old, case)
+    assert is_case_task(old, case)
+    earlier = task(path="/r/L.t1/", created_at=started - timedelta(hours=2))
+    assert not is_attempt_task(earlier, case) and is_case_task(earlier, case)
+    assert not is_case_task(task(path="/r/L.forged"), case), "a folder with no known token proves nothing"

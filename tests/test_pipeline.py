@@ -1,12 +1,15 @@
 """The pipeline in-process against the real sshd and the sandbox pueue: scan, submit, monitor."""
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 
 from cases.models import Case, CaseStatus
 from cases.services import intake, monitoring, submission
 from cases.services.progress import UploadProgress
+from resources.jobqueue import list_folder
 from resources.models import GpuGroup, HpcHost
 from resources.remote import ssh
 from tests.support.cases import drop_case
@@ -88,7 +91,7 @@ def test_an_unreachable_host_fails_nothing_and_says_why(hpc, dirs):
     assert "sshd" in report.host_errors and report.returned == ["patient"]
     case = Case.objects.get()
     assert (case.status, case.attempts) == (S.SUBMITTED, 0)
-    assert "upload to sshd failed" in case.events.last().reason
+    assert "could not send to sshd, will retry" in case.events.last().reason
     assert GpuGroup.objects.filter(status="assigned").count() == 0
     assert HpcHost.objects.get().last_error
 
@@ -97,7 +100,7 @@ def test_upload_progress_follows_each_case_through_the_stream(db, tmp_path):
     first = drop_case(tmp_path, "first", files={"a.bin": b"1" * 1000})
     second = drop_case(tmp_path, "second", files={"b.bin": b"2" * 3000})
     cases = [Case.objects.create(name=p.name, source_path=str(p), status=S.SUBMITTING) for p in (first, second)]
-    progress = UploadProgress(cases, interval=0)
+    progress = UploadProgress([(c.pk, list_folder(Path(c.source_path)).size) for c in cases], interval=0)
     sizes = [case_size for _id, _start, case_size in progress.spans]
     percents = []
     for sent in (sizes[0] // 2, sizes[0], sizes[0] + sizes[1] // 3, sum(sizes)):
@@ -114,3 +117,33 @@ def test_a_large_upload_reports_its_progress(hpc, dirs, monkeypatch):
     intake.scan()
     assert submission.submit_pass().started == ["big"]
     assert Case.objects.get().upload_percent == 100
+
+
+def test_a_folder_unsafe_at_upload_fails_alone_and_the_batch_goes_on(hpc, dirs):
+    drop(dirs, "good")
+    bad = drop(dirs, "bad")
+    intake.scan()
+    os.mkfifo(bad / "pipe")  # after intake checked it
+
+    report = submission.submit_pass()
+
+    assert report.started == ["good"] and report.failed == ["bad"]
+    case = Case.objects.get(name="bad")
+    assert (case.status, case.attempts) == (S.FAILED, 0)
+    assert "no longer a valid case: pipe is a special file" in case.events.last().reason
+    assert GpuGroup.objects.filter(status="assigned").count() == 1
+
+
+def test_links_a_job_leaves_in_its_results_are_listed_not_created(hpc, sandbox, dirs):
+    drop(dirs, "linker", script="ln -s /etc/passwd stolen; mkfifo pipe; echo done > out.txt\n")
+    intake.scan()
+
+    run_until_quiet()
+
+    case = Case.objects.get()
+    results = dirs.MQIC_RESULTS_DIR / "linker"
+    assert case.status == S.COMPLETED and (results / "out.txt").read_text() == "done\n"
+    assert not os.path.lexists(results / "stolen") and not os.path.lexists(results / "pipe")
+    event = case.events.get(reason__startswith="results: 2 link(s)")
+    folder = Path(case.remote_dir).name
+    assert sorted(event.detail["skipped"]) == [[f"{folder}/pipe", "fifo"], [f"{folder}/stolen", "symlink"]]

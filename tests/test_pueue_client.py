@@ -1,7 +1,7 @@
 """The pueue client's command building and its reading of pueue's answers.
 
 A recording Transport stands in for SSH here: the point is the exact command strings and how
-pueue's replies (taken from pueue's source, see /work/shared/pueue/FORMATS.md) are classified.
+pueue's replies (real pueue 4.0.4's, see docs/pueue-formats.md and tests/data/pueue/) are classified.
 One test runs the real ``add_many`` script through a real ``sh`` against a fake ``pueue`` that
 records its argv, to prove the quoting survives a shell.
 """
@@ -20,6 +20,7 @@ import pytest
 from resources.remote.errors import BadOutput, CommandFailed, OutcomeUnknown
 from resources.remote.pueue import (
     ADD_LANES,
+    MAX_MESSAGE,
     AddResult,
     AddSpec,
     DaemonDown,
@@ -36,12 +37,17 @@ NASTY_LABEL = 'it\'s "q" $(rm -rf ~) `id` ✓'
 NASTY_WORKDIR = "/data/my dir/$HOME/`x`"
 NASTY_COMMAND = "-rf --; echo \"it's\" $(whoami) `id` > 'out file' && echo ✓"
 VERSION_WARNING = "Different daemon version detected '3.3.0'. Consider restarting the daemon."
-DAEMON_DOWN_4X = (
-    "Error: Failed to initialize client.\n\nCaused by:\n"
-    "    0: Io error while connecting to daemon. Did you start it?\n"
-    "    1: No such file or directory (os error 2)\n"
+# Real pueue 4.0.4's stderr, verbatim (colours, location and backtrace hint included).
+DAEMON_DOWN_4X = (DATA / "v4_error_daemon_stopped.txt").read_text()
+DAEMON_DOWN_4X_CLEAN = (
+    "0: Failed to initialize client.\n1: Failed to initialize stream.\n"
+    '2: I/O error at path "/home/alice/.local/share/pueue/pueue.socket" while connecting to daemon. '
+    "Did you start it?:\n2: No such file or directory (os error 2)"
 )
-DAEMON_NEVER_STARTED = "Error: Couldn't find a configuration file. Did you start the daemon yet?\n"
+DAEMON_DOWN_REPLIES = [
+    (DATA / f"v4_error_{name}.txt").read_text() for name in ("daemon_stopped", "daemon_killed", "handshake_reset")
+]
+DAEMON_NEVER_STARTED = (DATA / "v4_error_no_config.txt").read_text()
 UNKNOWN_GROUP = 'Group gpu doesn\'t exists. Use one of these: ["default"]\n'
 
 
@@ -93,7 +99,9 @@ def test_add_builds_the_documented_command_and_returns_the_id():
     task_id = client.add("python run.py --x 1", label="case-1", group="gpu", workdir="/scratch/c1")
 
     assert task_id == 7
-    assert transport.commands == ["pueue add -l case-1 -g gpu -w /scratch/c1 -p -- 'python run.py --x 1'"]
+    assert transport.commands == [
+        "pueue --color never add -l case-1 -g gpu -w /scratch/c1 -p -- 'python run.py --x 1'"
+    ]
 
 
 def test_add_quotes_hostile_values_and_passes_the_command_as_one_word():
@@ -103,11 +111,14 @@ def test_add_quotes_hostile_values_and_passes_the_command_as_one_word():
 
     (command,) = transport.commands
     assert command == (
-        "pueue add -l 'it'\"'\"'s \"q\" $(rm -rf ~) `id` ✓' -g gpu -w '/data/my dir/$HOME/`x`' -p -- "
+        "pueue --color never add -l 'it'\"'\"'s \"q\" $(rm -rf ~) `id` ✓' "
+        "-g gpu -w '/data/my dir/$HOME/`x`' -p -- "
         "'-rf --; echo \"it'\"'\"'s\" $(whoami) `id` > '\"'\"'out file'\"'\"' && echo ✓'"
     )
     assert shlex.split(command) == [
         "pueue",
+        "--color",
+        "never",
         "add",
         "-l",
         NASTY_LABEL,
@@ -128,7 +139,7 @@ def test_add_with_a_multi_word_pueue_command():
     client.add("true", label="l", group="default", workdir="/w")
 
     assert transport.commands == [
-        "'/opt/my tools/pueue' --config /etc/pueue.yml add -l l -g default -w /w -p -- true"
+        "'/opt/my tools/pueue' --config /etc/pueue.yml --color never add -l l -g default -w /w -p -- true"
     ]
 
 
@@ -138,7 +149,7 @@ def test_add_passes_environment_as_quoted_assignments():
     client.add("run", label="l", group="g", workdir="/w", env={"CUDA_VISIBLE_DEVICES": "0,1", "MSG": "a b'$(c)"})
 
     assert transport.commands == [
-        "CUDA_VISIBLE_DEVICES=0,1 MSG='a b'\"'\"'$(c)' pueue add -l l -g g -w /w -p -- run"
+        "CUDA_VISIBLE_DEVICES=0,1 MSG='a b'\"'\"'$(c)' pueue --color never add -l l -g g -w /w -p -- run"
     ]
 
 
@@ -171,7 +182,7 @@ def test_add_allows_an_empty_label():
     client, transport = client_with(ok("2\n"))
 
     assert client.add("true", label="", group="g", workdir="/w") == 2
-    assert transport.commands == ["pueue add -l '' -g g -w /w -p -- true"]
+    assert transport.commands == ["pueue --color never add -l '' -g g -w /w -p -- true"]
 
 
 def test_add_reads_the_last_line_after_a_3x_version_warning():
@@ -192,7 +203,7 @@ def test_add_without_a_readable_id_is_bad_output(stdout):
 
 @pytest.mark.parametrize(
     "reply",
-    [failed(1, stdout=UNKNOWN_GROUP), failed(1, stderr=f"Error: {UNKNOWN_GROUP}")],
+    [failed(1, stdout=UNKNOWN_GROUP), failed(1, stderr=UNKNOWN_GROUP)],
     ids=["3.x-stdout", "4.x-stderr"],
 )
 def test_add_to_unknown_group(reply):
@@ -203,18 +214,64 @@ def test_add_to_unknown_group(reply):
 
     error = caught.value
     assert isinstance(error, CommandFailed)
-    assert (error.exit_code, error.command) == (1, "pueue add -l l -g gpu -w /w -p -- true")
-    assert (error.stdout, error.stderr) == (reply.stdout, reply.stderr)
+    assert (error.exit_code, error.command) == (1, "pueue --color never add -l l -g gpu -w /w -p -- true")
+    assert (error.stdout, error.stderr) == (reply.stdout.strip(), reply.stderr.strip())
+    assert str(error) == f"pueue exited 1: {UNKNOWN_GROUP.strip()}"
 
 
-@pytest.mark.parametrize("stderr", [DAEMON_DOWN_4X, DAEMON_NEVER_STARTED])
+@pytest.mark.parametrize(
+    "stderr", [*DAEMON_DOWN_REPLIES, DAEMON_NEVER_STARTED], ids=["stopped", "killed", "handshake", "no-config"]
+)
 def test_add_with_the_daemon_down(stderr):
     client, _ = client_with(failed(1, stderr=stderr))
 
-    with pytest.raises(DaemonDown, match="Did you start") as caught:
+    with pytest.raises(DaemonDown, match=r"Did you start|Failed to initialize client") as caught:
         client.add("true", label="l", group="g", workdir="/w")
 
     assert isinstance(caught.value, CommandFailed)
+
+
+def test_errors_keep_only_their_meaningful_lines():
+    client, _ = client_with(failed(1, stderr=DAEMON_DOWN_4X), failed(1, stderr=DAEMON_NEVER_STARTED))
+
+    with pytest.raises(DaemonDown) as down:
+        client.status()
+    with pytest.raises(DaemonDown) as never:
+        client.status()
+
+    assert "\x1b" in DAEMON_DOWN_4X and "Location:" in DAEMON_DOWN_4X
+    assert str(down.value) == f"pueue exited 1: {DAEMON_DOWN_4X_CLEAN}"
+    assert down.value.stderr == DAEMON_DOWN_4X_CLEAN
+    assert str(never.value) == (
+        "pueue exited 1: 0: Couldn't find a configuration file. Did you start the daemon yet?"
+    )
+
+
+def test_a_missing_workdir_is_a_plain_failure():
+    client, _ = client_with(failed(1, stderr=(DATA / "v4_error_missing_workdir.txt").read_text()))
+
+    with pytest.raises(CommandFailed) as caught:
+        client.add("true", label="l", group="g", workdir="/gone")
+
+    assert type(caught.value) is CommandFailed
+    assert str(caught.value) == (
+        "pueue exited 1: 0: Failed to canonicalize given working directory path\n"
+        "1: No such file or directory (os error 2)"
+    )
+
+
+def test_long_errors_keep_their_first_line_and_their_tail():
+    causes = "".join(f"   {n}: \x1b[91mcause number {n}\x1b[0m\n" for n in range(60))
+    client, _ = client_with(failed(1, stderr=f"Error: \n{causes}\nLocation:\n   x.rs:1\n"))
+
+    with pytest.raises(CommandFailed) as caught:
+        client.status()
+
+    message = caught.value.stderr
+    assert len(message) == MAX_MESSAGE
+    assert message.startswith("0: cause number 0\n...\n")
+    assert message.endswith("59: cause number 59")
+    assert "\x1b" not in message and "x.rs" not in message
 
 
 def test_other_failures_are_plain_command_failed():
@@ -287,12 +344,12 @@ def test_add_many_is_one_round_trip_and_reports_each_spec():
         (SPECS[2], 5, True),
     ]
     assert isinstance(results[1].error, UnknownGroup)
-    assert results[1].error.command == "pueue add -l case-b -g nope -w /w/b -p -- 'run b'"
+    assert results[1].error.command == "pueue --color never add -l case-b -g nope -w /w/b -p -- 'run b'"
     (call,) = transport.calls
     assert call.command == "sh -s"
     script = call.stdin.decode()
-    assert " pueue add -l case-a -g gpu -w /w/a -p -- 'run a' </dev/null;" in script
-    assert " MODE=fast pueue add -l case-c -g gpu -w /w/c -p -- 'run c' </dev/null;" in script
+    assert " pueue --color never add -l case-a -g gpu -w /w/a -p -- 'run a' </dev/null;" in script
+    assert " MODE=fast pueue --color never add -l case-c -g gpu -w /w/c -p -- 'run c' </dev/null;" in script
 
 
 def test_add_many_separates_stdout_and_stderr_per_add():
@@ -302,7 +359,7 @@ def test_add_many_separates_stdout_and_stderr_per_add():
 
     assert [r.task_id for r in results] == [8, None, 9]
     assert isinstance(results[1].error, DaemonDown)
-    assert results[1].error.stderr == DAEMON_DOWN_4X
+    assert results[1].error.stderr == DAEMON_DOWN_4X_CLEAN
 
 
 def test_add_many_bad_id_in_the_middle_is_bad_output_for_that_spec_only():
@@ -454,7 +511,7 @@ def test_add_many_quoting_survives_a_real_shell(fake_pueue):
     assert {calls[NASTY_LABEL].task_id, calls[""].task_id} == {1, 2}
     assert isinstance(results[1].error, UnknownGroup)
     assert "Group nope doesn't exists" in results[1].error.stderr
-    add = [*config, "add", "-l"]
+    add = [*config, "--color", "never", "add", "-l"]
     assert calls[NASTY_LABEL].argv == [*add, NASTY_LABEL, "-g", "gpu", "-w", odd_dir, "-p", "--", NASTY_COMMAND]
     assert calls[NASTY_LABEL].test_var == odd_value
     assert calls["case-b"].argv == [*add, "case-b", "-g", "nope", "-w", "/w", "-p", "--", "echo never"]
@@ -500,7 +557,11 @@ def test_single_add_through_a_real_shell(fake_pueue):
 
     assert task_id == 1
     assert recorded_calls(fake_pueue.parent / "argv") == [
-        FakeCall(["add", "-l", NASTY_LABEL, "-g", "g", "-w", "/w", "-p", "--", NASTY_COMMAND], "$HOME", 1)
+        FakeCall(
+            ["--color", "never", "add", "-l", NASTY_LABEL, "-g", "g", "-w", "/w", "-p", "--", NASTY_COMMAND],
+            "$HOME",
+            1,
+        )
     ]
 
 
@@ -512,7 +573,7 @@ def test_status_parses_the_state():
 
     state = client.status()
 
-    assert transport.commands == ["pueue status --json"]
+    assert transport.commands == ["pueue --color never status --json"]
     assert state.schema == "4"
     assert state.tasks[6].status is TaskStatus.RUNNING
 
@@ -522,7 +583,7 @@ def test_status_of_one_group_and_timeout_passed_on():
 
     state = client.status(group="gpu")
 
-    assert transport.calls == [Call("pueue status --json -g gpu", None, 12.5)]
+    assert transport.calls == [Call("pueue --color never status --json -g gpu", None, 12.5)]
     assert list(state.tasks) == [2, 7, 9, 12]
 
 
@@ -548,14 +609,14 @@ def test_find_tasks_by_label():
     tasks = client.find_tasks_by_label("train-a")
 
     assert [(t.id, t.group, t.exit_code) for t in tasks] == [(2, "gpu", None)]
-    assert transport.commands == ["pueue status --json"]
+    assert transport.commands == ["pueue --color never status --json"]
 
 
 def test_log_returns_the_tasks_output():
     client, transport = client_with(ok((DATA / "v4_log.json").read_text()))
 
     assert client.log(2) == "epoch 1/10 loss=0.91\nepoch 2/10 loss=0.55"
-    assert transport.commands == ["pueue log --json --lines 50 2"]
+    assert transport.commands == ["pueue --color never log --json --lines 50 2"]
 
 
 def test_log_of_a_vanished_task():
@@ -564,7 +625,7 @@ def test_log_of_a_vanished_task():
     with pytest.raises(TaskNotFound, match="pueue has no task 41") as caught:
         client.log(41, lines=5)
 
-    assert transport.commands == ["pueue log --json --lines 5 41"]
+    assert transport.commands == ["pueue --color never log --json --lines 5 41"]
     assert isinstance(caught.value, CommandFailed)
 
 
@@ -585,7 +646,7 @@ def test_groups():
         "default": PueueGroup("default", GroupStatus.RUNNING, 1),
         "gpu": PueueGroup("gpu", GroupStatus.PAUSED, 2),
     }
-    assert transport.commands == ["pueue group --json"]
+    assert transport.commands == ["pueue --color never group --json"]
 
 
 def test_group_add_and_start_group():
@@ -596,7 +657,10 @@ def test_group_add_and_start_group():
     client.group_add("gpu q", parallel=2)
     client.start_group("gpu q")
 
-    assert transport.commands == ["pueue group add -p 2 'gpu q'", "pueue start -g 'gpu q'"]
+    assert transport.commands == [
+        "pueue --color never group add -p 2 'gpu q'",
+        "pueue --color never start -g 'gpu q'",
+    ]
 
 
 def test_group_add_of_an_existing_group_is_command_failed():
@@ -621,7 +685,7 @@ def test_version(stdout, version):
     client, transport = client_with(ok(stdout))
 
     assert client.version() == version
-    assert transport.commands == ["pueue --version"]
+    assert transport.commands == ["pueue --color never --version"]
 
 
 def test_version_garbage_is_bad_output():
@@ -650,7 +714,7 @@ def test_kill_ids_and_signal():
     client.kill([3, 5])
     client.kill((3,), signal="sigterm")
 
-    assert transport.commands == ["pueue kill 3 5", "pueue kill -s sigterm 3"]
+    assert transport.commands == ["pueue --color never kill 3 5", "pueue --color never kill -s sigterm 3"]
 
 
 @pytest.mark.parametrize(("ids", "signal"), [(["3"], None), ([-1], None), ([3], "-9")])
@@ -669,7 +733,7 @@ def test_kill_of_tasks_not_running_is_command_failed():
     with pytest.raises(CommandFailed, match="The command failed for tasks: 5") as caught:
         client.kill([5])
 
-    assert caught.value.command == "pueue kill 5"
+    assert caught.value.command == "pueue --color never kill 5"
 
 
 def test_empty_pueue_command_is_refused():

@@ -1,7 +1,8 @@
 """Parsing pueue's JSON (3.x and 4.x) into the typed state, against pueue's real formats.
 
-The samples in tests/data/pueue/ are copies of /work/shared/pueue/samples/, built from pueue's
-serde structs (see FORMATS.md there). Both v3 and v4 status samples describe the same 13 tasks.
+The samples in tests/data/pueue/ are built from pueue's serde structs, plus one state file taken
+verbatim from pueue's own tests (docs/pueue-formats.md lists them). Both v3 and v4 status samples
+describe the same 13 tasks. What real pueue 4.0.4 prints is checked in test_pueue_conformance.py.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from cases.models import Case, CaseEvent, CaseStatus
 from cases.services import intake, monitoring, reconciliation, submission
 from cases.services.jobs import EXIT_MARKER, job_command
 from cases.services.labels import label_prefix
+from resources.contact import retry_now
 from resources.models import GpuGroup, HpcHost
 from tests.support.cases import drop_case
 from tests.support.system import wait_for
@@ -117,9 +118,15 @@ def test_an_unanswered_host_changes_nothing_and_warns_once(hpc, sandbox, inbox):
     warnings = case.events.filter(reason__startswith=reconciliation.NO_ANSWER)
     assert warnings.count() == 1 and "Did you start it?" in warnings.get().reason
     assert GpuGroup.objects.filter(status="assigned").count() == 1
+    host = HpcHost.objects.get()
+    assert host.consecutive_failures == 3 and host.next_try_at is not None, "three failures in a row: back off"
     sandbox.start()
     reconciliation.reconcile_pass()
+    assert Case.objects.get(pk=case.pk).status == S.SUBMITTING, "a host backing off is not asked"
+    retry_now(host)  # what an operator's "check health now" does
+    reconciliation.reconcile_pass()
     assert Case.objects.get(pk=case.pk).status == S.SUBMITTED
+    assert HpcHost.objects.get().consecutive_failures == 0
 
 
 def test_an_unreachable_host_is_not_found_either(hpc, sandbox, inbox):
@@ -186,7 +193,7 @@ def test_a_vanished_task_without_marker_fails_as_lost_after_the_grace_period(hpc
     monitoring.monitor_pass()
     case.refresh_from_db()
     assert case.status == S.FAILED and case.last_error.startswith("lost:")
-    assert case.events.last().detail["task_missing_since"]
+    assert case.events.filter(to_status=S.FAILED).get().detail["task_missing_since"]
     assert GpuGroup.objects.filter(status="assigned").count() == 0
 
 

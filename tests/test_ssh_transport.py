@@ -17,12 +17,21 @@ from pathlib import Path
 import pytest
 
 from resources.remote import ssh
-from resources.remote.errors import ChangedHostKey, CommandFailed, OutcomeUnknown, UnknownHostKey
+from resources.remote.errors import (
+    BadOutput,
+    ChangedHostKey,
+    CommandFailed,
+    FolderRefused,
+    OutcomeUnknown,
+    UnknownHostKey,
+)
+from resources.remote.manifest import UnsafeCaseFolder
 from resources.remote.ssh import SshTransport, get_transport
-from resources.remote.tarstream import UnsafeCaseFolder
+from resources.remote.untar import Limits
 from tests.support.sshd import SshServer, generate_key
 
 MB = 1 << 20
+SECRET = b"outside the case folder: must never be sent\n"
 INJECTED = "mqic-injected"
 """What the hostile name would create in the remote home directory if it ever reached a shell."""
 HOSTILE_NAME = f"-case with spaces 'single' \"double\" $(touch {INJECTED}) `touch {INJECTED}` ünïcødé ✓"
@@ -79,15 +88,27 @@ def test_run_reports_exit_code_stdout_and_stderr(sshd):
     assert failed.value.stderr == "err\n"
 
 
-def test_run_drains_20_mb_on_stdout_and_stderr_at_once(sshd):
-    size = 20 * MB
-    command = f"head -c {size} /dev/zero | tr '\\0' o & head -c {size} /dev/zero | tr '\\0' e >&2; wait"
+def test_run_drains_20_mb_on_stdout_and_3_mb_on_stderr_at_once(sshd):
+    out, err = 20 * MB, 3 * MB
+    command = f"head -c {out} /dev/zero | tr '\\0' o & head -c {err} /dev/zero | tr '\\0' e >&2; wait"
 
     result = get_transport(sshd.target()).run(command)
 
     assert result.exit_code == 0
-    assert result.stdout == "o" * size
-    assert result.stderr == "e" * size
+    assert result.stdout == "o" * out
+    assert result.stderr == "e" * err
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("stream", "what"), [("", "output"), (">&2", "error output")])
+def test_endless_output_is_bad_output_and_the_connection_is_dropped(sshd, fresh, stream, what):
+    transport = SshTransport(sshd.target(max_output_bytes=MB))
+
+    with pytest.raises(BadOutput, match=f"^{what} of 'yes.*' exceeded"):
+        transport.run(f"yes {stream}")
+
+    assert transport.run("echo again").stdout == "again\n"
+    assert ssh.stats().connections_opened == 2
 
 
 def test_run_sends_stdin_then_eof(sshd):
@@ -232,33 +253,35 @@ def test_case_folder_with_a_hostile_name_round_trips(sshd, tmp_path):
     assert not (Path.home() / INJECTED).exists()
 
 
-def test_symlinks_inside_the_case_are_kept_as_links(sshd, tmp_path):
+def test_relative_symlinks_inside_the_case_are_kept_as_links(sshd, tmp_path):
     case = tmp_path / "case"
     (case / "inputs").mkdir(parents=True)
     (case / "inputs" / "mesh.dat").write_text("mesh")
     (case / "relative").symlink_to("inputs/mesh.dat")
-    (case / "absolute").symlink_to(case / "inputs" / "mesh.dat")
     (case / "dir_link").symlink_to("inputs", target_is_directory=True)
     remote = tmp_path / "remote"
 
     get_transport(sshd.target()).upload_dir(case, str(remote))
 
-    for link in ("relative", "absolute", "dir_link"):
+    for link in ("relative", "dir_link"):
         assert (remote / link).is_symlink()
-    assert os.readlink(remote / "absolute") == "inputs/mesh.dat"  # made relative: still points inside
     assert (remote / "relative").read_text() == "mesh"
     assert (remote / "dir_link" / "mesh.dat").read_text() == "mesh"
+    assert remote.stat().st_mode & 0o777 == 0o700
 
 
-@pytest.mark.parametrize("hazard", ["link_out", "link_out_via_dotdot", "fifo"])
+@pytest.mark.parametrize("hazard", ["link_out", "link_out_via_dotdot", "absolute_link_inside", "fifo"])
 def test_unsafe_case_folder_is_refused_before_anything_is_sent(sshd, tmp_path, fresh, hazard):
     case = tmp_path / "case"
     case.mkdir()
+    (case / "inputs.dat").write_text("inside")
     (tmp_path / "secret").write_text("outside the case")
     if hazard == "link_out":
         (case / "leak").symlink_to(tmp_path / "secret")
     elif hazard == "link_out_via_dotdot":
         (case / "leak").symlink_to("../secret")
+    elif hazard == "absolute_link_inside":  # only relative links are sent
+        (case / "leak").symlink_to(case / "inputs.dat")
     else:
         os.mkfifo(case / "pipe")
     remote = tmp_path / "remote"
@@ -290,29 +313,172 @@ def test_download_replaces_the_local_folder_and_can_be_repeated(sshd, tmp_path):
     local = tmp_path / "results" / "case"
     local.mkdir(parents=True)
     (local / "stale.txt").write_text("from an older download")
-    (local.parent / ".case.incoming").mkdir()  # what a crash halfway would leave behind
+    (local.parent / ".mqic-12.incoming").mkdir()  # what a crash halfway would leave behind
     transport = get_transport(sshd.target())
 
-    transport.download_dir(str(remote), local)
+    transport.download_dir(str(remote), local, staging_key="12")
     first = read_tree(local)
-    transport.download_dir(str(remote), local)
+    result = transport.download_dir(str(remote), local, staging_key="12")
 
     assert first == expected
     assert read_tree(local) == expected
+    assert (result.ok, result.files, result.bytes) == (True, 30, 30 * 4096)
     assert sorted(p.name for p in local.parent.iterdir()) == ["case"]
 
 
-def test_download_of_a_missing_folder_is_command_failed_and_keeps_the_local_one(sshd, tmp_path):
+def test_download_of_a_missing_folder_is_refused_and_keeps_the_local_one(sshd, tmp_path):
     local = tmp_path / "case"
     local.mkdir()
     (local / "kept.txt").write_text("still here")
 
-    with pytest.raises(CommandFailed) as failed:
+    with pytest.raises(FolderRefused, match="nowhere: missing on the host"):
         get_transport(sshd.target()).download_dir(str(tmp_path / "nowhere"), local)
 
-    assert "nowhere" in failed.value.stderr
     assert read_tree(local) == {"kept.txt": b"still here"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case"]
+
+
+def earlier_results(tmp_path: Path, names: list[str]) -> dict[str, Path]:
+    routes = {name: tmp_path / "results" / name for name in names}
+    for dest in routes.values():
+        dest.mkdir(parents=True)
+        (dest / "earlier.txt").write_text("from an earlier download")
+    return routes
+
+
+def test_download_folders_takes_one_channel_and_keeps_failures_apart(sshd, tmp_path, fresh):
+    base = tmp_path / "remote"
+    one, three = make_tree(base / "one", 5), make_tree(base / "three", 3)
+    (base / "three" / "to_passwd").symlink_to("/etc/passwd")
+    (base / "linked").symlink_to(base / "one")  # a job replaced its folder with a link
+    make_tree(base / "big", 2, size=3000)  # the second file passes the cap and is read past
+    routes = earlier_results(tmp_path, ["one", "missing", "linked", "big", "three"])
+    keys = {name: str(n) for n, name in enumerate(routes)}
+
+    results = get_transport(sshd.target()).download_folders(
+        str(base), routes, staging_keys=keys, limits=Limits(max_bytes=5 * 4096)
+    )
+
+    assert results["one"].ok and read_tree(routes["one"]) == one
+    assert results["three"].ok and read_tree(routes["three"]) == three
+    assert results["three"].skipped == [("three/to_passwd", "symlink")]
+    assert results["missing"].error == "missing on the host"
+    assert "is a symbolic link on the host" in results["linked"].error
+    assert results["big"].ok  # 6,000 bytes: under the cap
+    for failed in ("missing", "linked"):
+        assert read_tree(routes[failed]) == {"earlier.txt": b"from an earlier download"}
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == sorted(routes)
+    assert ssh.stats().channels_opened == 1
+
+
+@pytest.mark.timeout(60)
+def test_an_over_cap_member_drops_the_connection_instead_of_draining(sshd, tmp_path, fresh):
+    base = tmp_path / "remote"
+    expected = make_tree(base / "first", 3)
+    (base / "huge").mkdir()
+    with open(base / "huge" / "sparse.bin", "wb") as sparse:
+        sparse.truncate(64 << 30)  # 64 GB of zeros that tar would send in full
+    routes = earlier_results(tmp_path, ["first", "huge", "last"])
+    received: list[int] = []
+    transport = get_transport(sshd.target())
+
+    results = transport.download_folders(
+        str(base),
+        routes,
+        staging_keys={"first": "1", "huge": "2", "last": "3"},
+        limits=Limits(max_bytes=MB),
+        progress=received.append,
+    )
+
+    assert received[-1] < 16 * MB
+    assert results["first"].ok and read_tree(routes["first"]) == expected
+    assert results["huge"].error.startswith("results exceed MQIC_RESULT_MAX_BYTES")
+    assert not results["last"].reached
+    assert read_tree(routes["huge"]) == {"earlier.txt": b"from an earlier download"}
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["first", "huge", "last"]
+    assert transport.run("echo next").stdout == "next\n"
+    assert ssh.stats().connections_opened == 2  # the first was dropped
+
+
+@pytest.mark.timeout(30)
+def test_connection_cut_mid_download_is_outcome_unknown_and_changes_nothing(sshd, fault_proxy, tmp_path):
+    base = tmp_path / "remote"
+    make_tree(base / "one", 20, size=256 * 1024)  # 5 MB
+    routes = earlier_results(tmp_path, ["one"])
+    transport = SshTransport(via(sshd, fault_proxy))
+    transport.run("true")
+
+    fault_proxy.cut_after(MB, "downstream")
+    with pytest.raises(OutcomeUnknown, match="connection lost"):
+        transport.download_folders(str(base), routes, staging_keys={"one": "1"}, limits=Limits())
+
+    assert read_tree(routes["one"]) == {"earlier.txt": b"from an earlier download"}
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["one"]
+
+
+# -- batched uploads ------------------------------------------------------------------------------
+
+
+def test_upload_tree_sends_the_safe_folders_and_reports_the_others(sshd, tmp_path, fresh):
+    inbox = tmp_path / "inbox"
+    fine = make_tree(inbox / "fine", 5)
+    make_tree(inbox / "piped", 2)
+    os.mkfifo(inbox / "piped" / "pipe")
+    base = tmp_path / "remote"
+
+    problems = get_transport(sshd.target()).upload_tree(
+        [(inbox / "fine", "fine"), (inbox / "piped", "piped")], str(base), limits=None
+    )
+
+    assert list(problems) == ["piped"] and "special file" in problems["piped"]
+    assert sorted(p.name for p in base.iterdir()) == ["fine"]
+    assert read_tree(base / "fine") == fine
+    assert (base / "fine").stat().st_mode & 0o777 == 0o700
+    assert ssh.stats().channels_opened == 1
+
+
+def test_upload_tree_of_only_unsafe_folders_opens_no_channel(sshd, tmp_path, fresh):
+    case = tmp_path / "case"
+    case.mkdir()
+    (case / "leak").symlink_to("/etc/passwd")
+
+    problems = get_transport(sshd.target()).upload_tree([(case, "case")], str(tmp_path / "remote"))
+
+    assert "points outside the case folder" in problems["case"]
+    assert ssh.stats().channels_opened == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_folder_swapped_for_a_link_mid_upload_sends_nothing_from_outside(tmp_path):
+    """The swap attack over SSH: the remote ``tar`` is replaced by one that keeps the stream
+    it receives, so the test sees exactly what reached the remote side."""
+    fake_bin, captured = tmp_path / "fake-bin", tmp_path / "captured.tar"
+    fake_bin.mkdir()
+    (fake_bin / "tar").write_text(f"#!/bin/sh\ncat > {shlex.quote(str(captured))}\n")
+    (fake_bin / "tar").chmod(0o755)
+    inbox = tmp_path / "inbox"
+    (inbox / "first").mkdir(parents=True)
+    (inbox / "first" / "big.bin").write_bytes(os.urandom(3 * MB))  # progress fires while it streams
+    (inbox / "victim" / "sub").mkdir(parents=True)
+    (inbox / "victim" / "sub" / "data.txt").write_bytes(b"d" * len(SECRET))
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "data.txt").write_bytes(SECRET)
+
+    def swap_once(_sent: int) -> None:
+        if not (inbox / "victim" / "sub").is_symlink():
+            (inbox / "victim" / "sub").rename(inbox / "victim" / "sub.listed")
+            (inbox / "victim" / "sub").symlink_to(tmp_path / "outside")
+
+    with SshServer(path_dirs=[fake_bin]) as server:
+        problems = SshTransport(server.target()).upload_tree(
+            [(inbox / "first", "first"), (inbox / "victim", "victim")],
+            str(tmp_path / "remote"),
+            progress=swap_once,
+        )
+
+    assert captured.stat().st_size > 3 * MB
+    assert SECRET not in captured.read_bytes()
+    assert problems == {"victim": "sub changed while it was being sent"}
 
 
 # -- host keys and authentication ---------------------------------------------------------------
@@ -350,7 +516,9 @@ def test_changed_host_key_is_refused_loudly(sshd, tmp_path, trust):
     impostor = generate_key(tmp_path / "other_host_key")
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {impostor}\n")
-    trusted = {"host_key": impostor} if trust == "host_key" else {"known_hosts": str(known_hosts)}
+    trusted = (
+        {"host_key": impostor, "known_hosts": None} if trust == "host_key" else {"known_hosts": str(known_hosts)}
+    )
     target = sshd.target(**trusted)
 
     with pytest.raises(ChangedHostKey) as refused:
@@ -422,8 +590,8 @@ def test_server_that_accepts_and_hangs_is_outcome_unknown(sshd, fault_proxy):
 def test_link_that_goes_silent_is_outcome_unknown(sshd, fault_proxy, tmp_path):
     case = tmp_path / "case"
     make_tree(case, 3)
-    transport = SshTransport(via(sshd, fault_proxy, connect_timeout=1.0, command_timeout=1.0))
-    transport.run("true")
+    transport = SshTransport(via(sshd, fault_proxy, connect_timeout=5.0, command_timeout=1.0))
+    transport.run("true", timeout=60)  # connected (however loaded the machine), before the link goes silent
 
     fault_proxy.hang()
     with pytest.raises(OutcomeUnknown):
@@ -457,7 +625,7 @@ def test_transfer_that_stalls_is_outcome_unknown(tmp_path):
 
     with SshServer(path_dirs=[fake_bin]) as server:
         transport = SshTransport(server.target(command_timeout=1.0))
-        assert transport.run("command -v tar").stdout == f"{fake_bin}/tar\n"
+        assert transport.run("command -v tar", timeout=60).stdout == f"{fake_bin}/tar\n"
         with pytest.raises(OutcomeUnknown, match="did not finish in time"):
             transport.upload_dir(case, str(tmp_path / "remote"))
 

@@ -3,18 +3,20 @@
 import json
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 
 from cases.models import TRANSITIONS, Case, CaseEvent, CaseStatus
+from cases.services import submission
 from cases.services.transitions import IllegalTransition, transition
 from resources.models import GpuGroup
-from resources.services import lock_free_group, release_group, set_enabled
+from resources.services import free_groups, lock_free_group, release_group, set_enabled
 from tests.factories import make_case, make_group, make_host
 from tests.support.processes import REPO, django_env
 
 S = CaseStatus
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.engine]
 
 
 def test_every_status_has_a_row_in_the_table():
@@ -99,6 +101,59 @@ def test_enable_and_disable_leave_an_assigned_group_alone():
     release_group(group.pk, holder_id=9, generation=1)
     assert set_enabled(group.pk, False) is True
     assert set_enabled(group.pk, True) is True
+
+
+def test_a_claim_batch_passes_over_what_peers_take_after_it_read_them():
+    """A pass reads the free groups and the waiting cases once. A group a peer locks after that read
+    is passed over for the next; a case a peer moves after it gives its group back to the pool, for
+    the case behind it."""
+    host = make_host()
+    first, second, third = (make_group(host, name=f"g{n}", pueue_group=f"g{n}") for n in range(3))
+    oldest, cancelled, newest = make_case(), make_case(), make_case()
+
+    def read_then_a_peer_locks_the_first():
+        pool = free_groups()
+        assert lock_free_group(holder_id=999) == first
+        return pool
+
+    claim_on = submission.claim_on
+
+    def a_peer_cancels_it_first(group, case, prefix):
+        if case.pk == cancelled.pk:
+            transition(cancelled.pk, S.SUBMITTED, S.CANCELLED, reason="a peer cancelled it")
+        return claim_on(group, case, prefix)
+
+    with (
+        mock.patch.object(submission, "free_groups", read_then_a_peer_locks_the_first),
+        mock.patch.object(submission, "claim_on", a_peer_cancels_it_first),
+    ):
+        claimed = submission.claim_cases()
+
+    assert [(case.name, case.gpu_group.name) for case in claimed] == [(oldest.name, "g1"), (newest.name, "g2")]
+    assert GpuGroup.objects.get(pk=first.pk).holder_id == 999
+    for case, group in ((oldest, second), (newest, third)):
+        stored, held = Case.objects.get(pk=case.pk), GpuGroup.objects.get(pk=group.pk)
+        assert (stored.status, stored.lease_generation) == (S.SUBMITTING, held.lease_generation)
+        assert held.holder_id == case.pk
+    stored = Case.objects.get(pk=cancelled.pk)
+    assert (stored.status, stored.gpu_group, stored.attempt_rows.count()) == (S.CANCELLED, None, 0)
+
+
+def test_a_case_a_peer_claimed_first_gets_no_second_group():
+    host = make_host()
+    make_group(host, name="g0", pueue_group="g0")
+    make_group(host, name="g1", pueue_group="g1")
+    case = make_case()
+
+    def read_then_a_peer_claims_the_case():
+        pool = free_groups()
+        assert submission.claim_on(free_groups()[0], Case.objects.get(pk=case.pk), None) is True
+        return pool
+
+    with mock.patch.object(submission, "free_groups", read_then_a_peer_claims_the_case):
+        assert submission.claim_cases() == []
+    assert GpuGroup.objects.filter(holder_id=case.pk).count() == 1
+    assert case.attempt_rows.count() == 1
 
 
 @pytest.mark.django_db(transaction=True)

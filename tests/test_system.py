@@ -1,15 +1,21 @@
-"""End to end with real processes: sshd, the sandbox pueue, qcluster, the watcher and tick."""
+"""End to end with real processes: sshd, a pueue daemon, qcluster, the watcher and tick.
+
+On the sandbox (also on PostgreSQL: ``engine``) and on real pueue (``real_pueue``, SQLite only:
+the engine's part is the same whichever pueue runs the jobs).
+"""
 
 import pytest
 
-from cases.models import Case, CaseStatus
+from cases.models import Attempt, Case, CaseStatus
 from resources.models import GpuGroup
+from tests.support import invariants, stamps
 from tests.support.cases import drop_case
-from tests.support.hpc import overlaps_per_group
+from tests.support.hpc import make_hpc_host, overlaps_per_group
 from tests.support.system import running_system, wait_for
 
 S = CaseStatus
 pytestmark = pytest.mark.django_db(transaction=True)
+REMOTES = [pytest.param("sandbox", marks=pytest.mark.engine), pytest.param("real", marks=pytest.mark.real_pueue)]
 
 
 @pytest.fixture
@@ -24,11 +30,14 @@ def drop(settings, name, script):
     staging.rename(settings.MQIC_NEW_CASES_DIR / name)
 
 
-def test_dropped_folders_run_to_the_end_one_case_per_gpu_group(hpc, sandbox, system_settings, tmp_path):
+@pytest.mark.parametrize("remote", REMOTES, indirect=True)
+def test_dropped_folders_run_to_the_end_one_case_per_gpu_group(sshd, remote, system_settings, tmp_path):
+    make_hpc_host(sshd, remote)
+    ran = tmp_path / "stamps.log"
     with running_system(system_settings, log_dir=tmp_path):
         for n in range(5):
-            drop(system_settings, f"case {n}", f"sleep 1; echo done-{n} > out.txt\n")
-        drop(system_settings, "fails", "echo 'bad input' >&2; exit 3\n")
+            drop(system_settings, f"case {n}", stamps.stamped(f"sleep 1; echo done-{n} > out.txt", ran))
+        drop(system_settings, "fails", stamps.stamped("echo 'bad input' >&2; exit 3", ran))
         drop(system_settings, "no script", "")
         (system_settings.MQIC_NEW_CASES_DIR / "no script" / "run.sh").unlink()
 
@@ -38,6 +47,8 @@ def test_dropped_folders_run_to_the_end_one_case_per_gpu_group(hpc, sandbox, sys
             timeout=120,
             message="all cases to finish",
         )
+        untidy = Attempt.objects.filter(cleaned_at__isnull=True)
+        wait_for(lambda: not untidy.exists(), timeout=30, message="the remote cleanup of every attempt")
     statuses = dict(Case.objects.values_list("name", "status"))
     assert statuses == {**{f"case {n}": S.COMPLETED for n in range(5)}, "fails": S.FAILED, "no script": S.REJECTED}
     for n in range(5):
@@ -46,7 +57,9 @@ def test_dropped_folders_run_to_the_end_one_case_per_gpu_group(hpc, sandbox, sys
     assert failed.exit_code == 3 and "bad input" in failed.log_tail
     assert "run.sh is missing" in Case.objects.get(name="no script").last_error
 
-    assert overlaps_per_group(sandbox.events()) == {"gpu_a": 1, "gpu_b": 1}
-    labels = [a["label"] for a in sandbox.adds()]
-    assert len(labels) == len(set(labels)) == 6
+    expected = {**{f"case {n}": S.COMPLETED for n in range(5)}, "fails": S.FAILED}
+    assert not invariants.check(remote, expected)
+    assert len(stamps.events(ran)) == 12, "every job started and ended once"
+    assert overlaps_per_group(stamps.events(ran)) == {"gpu_a": 1, "gpu_b": 1}
+    assert len(remote.adds()) == 6
     assert set(GpuGroup.objects.values_list("status", flat=True)) == {"available"}

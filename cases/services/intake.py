@@ -7,17 +7,22 @@ and one column of the database, and writes nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from resources.jobqueue import FolderManifest, UnsafeFolder, list_folder
+
 from ..models import Case, CaseStatus
 from .labels import label_for, label_prefix
+from .placement import ANYWHERE, Placement, read_placement
 from .transitions import check_allowed, record_event
 
 log = logging.getLogger("mqic.intake")
@@ -28,11 +33,19 @@ class ScanReport:
     registered: list[str] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def follow_ups(self) -> list[str]:
+        return ["submit"] if self.registered else []
 
     def __str__(self):
-        return (
+        text = (
             f"registered {len(self.registered)}, rejected {len(self.rejected)}, "
             f"waiting for {len(self.incomplete)} incomplete folder(s)"
+        )
+        return text + (
+            f", could not look at {len(self.errors)}: {'; '.join(self.errors[:3])}" if self.errors else ""
         )
 
 
@@ -43,7 +56,7 @@ def scan(inbox: Path | None = None, *, now: float | None = None) -> ScanReport:
     if not inbox.is_dir():
         return report
     known = set(Case.objects.values_list("source_path", flat=True))
-    prefix = None
+    prefix = functools.cache(label_prefix)  # read once per scan, and only when a folder is registered
     now = time.time() if now is None else now
     with os.scandir(inbox) as entries:
         for entry in sorted(entries, key=lambda e: e.name):
@@ -51,26 +64,36 @@ def scan(inbox: Path | None = None, *, now: float | None = None) -> ScanReport:
             if source_path in known or entry.name.startswith("."):
                 continue
             try:
-                problem = validate(entry)
-                if problem is None and not is_complete(Path(entry.path), now):
-                    report.incomplete.append(entry.name)
-                    continue
+                look_at(entry, source_path, now, report, prefix)
             except FileNotFoundError:
                 continue  # moved away while we looked
-            prefix = prefix or label_prefix()
-            if register(entry.name, source_path, problem, prefix) is not None:
-                (
-                    report.rejected.append((entry.name, problem))
-                    if problem
-                    else report.registered.append(entry.name)
-                )
-    if report.registered or report.rejected:
+            except Exception as error:  # one folder's trouble never stops the scan of the others
+                log.exception("scan: could not look at %s", source_path)
+                report.errors.append(f"{storable_text(entry.name)}: {type(error).__name__}: {error}")
+    if report.registered or report.rejected or report.errors:
         log.info("scan of %s: %s", inbox, report)
     return report
 
 
-def register(name: str, source_path: str, problem: str | None, prefix: str | None = None) -> Case | None:
-    """Create the case (``submitted``, or ``rejected`` with ``problem``); ``None`` if a peer did first."""
+def look_at(
+    entry: os.DirEntry, source_path: str, now: float, report: ScanReport, prefix: Callable[[], str]
+) -> None:
+    """Register one folder of the inbox if it is complete (``rejected`` if it is no valid case)."""
+    problem, wish = validate(entry)
+    if problem is None and not is_complete(Path(entry.path), now):
+        report.incomplete.append(entry.name)
+        return
+    if register(entry.name, source_path, problem, None if problem else prefix(), wish) is not None:
+        (report.rejected.append((entry.name, problem)) if problem else report.registered.append(entry.name))
+
+
+def register(
+    name: str, source_path: str, problem: str | None, prefix: str | None = None, wish: Placement = ANYWHERE
+) -> Case | None:
+    """Create the case (``submitted``, or ``rejected`` with ``problem``); ``None`` if a peer did first.
+
+    A rejected case gets no remote label: it never reaches a host (a retry gives it one).
+    """
     status = CaseStatus.REJECTED if problem else CaseStatus.SUBMITTED
     check_allowed(None, status)
     try:
@@ -80,55 +103,49 @@ def register(name: str, source_path: str, problem: str | None, prefix: str | Non
                 source_path=source_path,
                 status=status,
                 last_error=problem or "",
+                wanted_host=wish.host,
+                wanted_group=wish.gpu_group,
             )
-            case.label = label_for(case.pk, prefix)
-            case.save(update_fields=["label"])
+            if not problem:
+                case.label = label_for(case.pk, prefix)
+                case.save(update_fields=["label"])
             record_event(case.pk, problem or "new case folder", new=status, detail={"source_path": source_path})
     except IntegrityError:
         return None  # another scanner registered the same folder a moment ago
     return case
 
 
-def validate(entry: os.DirEntry) -> str | None:
-    """Why this folder is not a valid case, or ``None`` when it is."""
+def validate(entry: os.DirEntry) -> tuple[str | None, Placement]:
+    """Why this folder is not a valid case (``None`` when it is), and where it asks to run.
+
+    What may leave this machine is decided by ``list_folder``, the same rule the upload applies:
+    intake accepts exactly what submission can send.
+    """
     try:
         entry.name.encode("utf-8")
     except UnicodeEncodeError:
-        return "the folder name is not valid UTF-8 and cannot be stored; rename it"
-    if len(entry.name) > 255:
-        return "the folder name is longer than 255 characters"
+        return "the folder name is not valid UTF-8 and cannot be stored; rename it", ANYWHERE
+    if len(os.fsencode(entry.name)) > 255:
+        return "the folder name is longer than 255 bytes", ANYWHERE
     if entry.is_symlink():
-        return "the case folder is a symbolic link; copy the folder itself into the inbox"
+        return "the case folder is a symbolic link; copy the folder itself into the inbox", ANYWHERE
     if not entry.is_dir():
-        return "not a folder"
-    root = Path(entry.path)
-    if not os.access(root, os.R_OK | os.X_OK):
-        return "the folder is not readable"
-    script = root / settings.MQIC_ENTRY_SCRIPT
-    if not script.is_file() or script.is_symlink():
-        return f"no entry script: {settings.MQIC_ENTRY_SCRIPT} is missing"
+        return "not a folder", ANYWHERE
     try:
-        return unsafe_content(root)
-    except OSError as error:
-        return f"cannot read the folder: {error.strerror}: {storable_text(str(error.filename))}"
+        list_case(Path(entry.path))
+        return None, read_placement(Path(entry.path))
+    except UnsafeFolder as problem:
+        return storable_text(str(problem)), ANYWHERE
 
 
-def unsafe_content(root: Path) -> str | None:
-    """Refuse links out of the folder, special files and unreadable files: uploads never follow them."""
-    real_root = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
-        for name in dirnames + filenames:
-            path = Path(dirpath, name)
-            relative = storable_text(os.fspath(path.relative_to(root)))
-            if path.is_symlink():
-                target = path.resolve()
-                if target != real_root and real_root not in target.parents:
-                    return f"{relative} is a symbolic link pointing out of the case folder"
-            elif not (path.is_dir() or path.is_file()):
-                return f"{relative} is not a regular file or folder"
-            elif not os.access(path, os.R_OK):
-                return f"{relative} is not readable"
-    return None
+def list_case(root: Path) -> FolderManifest:
+    """A case folder as it would be sent (``list_folder``), holding its entry script as a plain file;
+    ``UnsafeFolder`` says why not. Intake registers, and submission sends, only what passes this."""
+    listed = list_folder(root)
+    script = next((e for e in listed.entries if e.parts == (settings.MQIC_ENTRY_SCRIPT,)), None)
+    if script is None or script.kind != "file":
+        raise UnsafeFolder(f"no entry script: {settings.MQIC_ENTRY_SCRIPT} is missing (or is not a plain file)")
+    return listed
 
 
 def is_complete(root: Path, now: float) -> bool:
@@ -144,7 +161,3 @@ def is_complete(root: Path, now: float) -> bool:
 def storable_text(text: str) -> str:
     """File names are bytes; keep undecodable ones readable and storable instead of crashing."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _raise(error: OSError) -> None:
-    raise error

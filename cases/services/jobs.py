@@ -1,31 +1,56 @@
-"""What runs remotely for a case, and how we recognise its task afterwards."""
+"""What runs remotely for a case: its attempt's folder, the job wrapper and the files it leaves."""
 
 from __future__ import annotations
 
 import posixpath
+import secrets
 import shlex
-from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 
 from resources.models import HpcHost
-from resources.remote.errors import BadOutput
-from resources.remote.pueue_state import PueueTask
 
-from ..models import Case
+# Every process of an attempt carries this in its environment (pueue hands the adding client's
+# environment to the task, and children inherit it): a process pueue forgot can still be found.
+ATTEMPT_VARIABLE = "MQIC_ATTEMPT"
 
-# Written by the job wrapper in the remote case folder when the entry script ends, so that
+# Written by the job wrapper in the attempt's remote folder when the entry script ends, so that
 # completion stays provable after `pueue clean` has removed the task.
 EXIT_MARKER = ".mqic_exit_code"
 JOB_LOG = ".mqic_job.log"
 
 
-def remote_dir(host: HpcHost, label: str) -> str:
-    return posixpath.join(host.base_dir, label)
+def new_token() -> str:
+    """A fresh attempt token: 64 random bits, enough that no job guesses another attempt's folder."""
+    return secrets.token_hex(8)
+
+
+def remote_dir(host: HpcHost, label: str, token: str) -> str:
+    """The folder of one attempt: ``<base dir>/<label>.<token>``, one path component below the base."""
+    return posixpath.join(host.base_dir, f"{label}.{token}")
+
+
+def folder_name(remote_dir: str) -> str:
+    return posixpath.basename(posixpath.normpath(remote_dir))
+
+
+def token_of(remote_dir: str) -> str:
+    """The attempt token in an attempt folder's name (see ``remote_dir``)."""
+    return folder_name(remote_dir).rpartition(".")[2]
+
+
+def results_dir(case) -> Path:
+    """Where a case's results come home: ``MQIC_RESULTS_DIR/<case name>``."""
+    return Path(settings.MQIC_RESULTS_DIR) / case.name
+
+
+def exit_marker(remote_dir: str) -> str:
+    return posixpath.join(remote_dir, EXIT_MARKER)
 
 
 def job_command(entry_script: str, devices: str = "") -> str:
-    """The shell line pueue runs (through ``sh -c``, in the case folder).
+    """The shell line pueue runs (through ``sh -c``, in the attempt's folder).
 
     It runs the entry script with the group's devices, copies its output to the job log
     (pueue keeps a copy too) and writes the exit code to the marker by rename, so the
@@ -41,34 +66,7 @@ def job_command(entry_script: str, devices: str = "") -> str:
     )
 
 
-def is_our_task(task: PueueTask, case: Case, *, any_attempt: bool = False) -> bool:
-    """Whether ``task`` belongs to this case (this attempt, unless ``any_attempt``).
-
-    The label alone is not proof: labels are not unique, and a restored database may
-    reuse one. The task must work in this case's folder and, for this attempt, be created
-    after the attempt began (allowing for clock skew between the hosts).
-    """
-    if task.label != case.label or not case.remote_dir or case.submitting_at is None:
-        return False
-    if posixpath.normpath(task.path) != posixpath.normpath(case.remote_dir):
-        return False
-    skew = timedelta(seconds=settings.MQIC_CLOCK_SKEW_SECONDS)
-    return any_attempt or task.created_at >= case.submitting_at - skew
-
-
-def read_exit_markers(transport, cases: list[Case]) -> dict[int, int | None]:
-    """The exit code each case's job left in its folder (``None``: no marker), in one round trip."""
-    dirs = " ".join(shlex.quote(c.remote_dir) for c in cases)
-    script = (
-        f"for d in {dirs}; do if [ -f \"$d\"/{EXIT_MARKER} ]; then printf 'code %s\\n' "
-        f'"$(cat "$d"/{EXIT_MARKER})"; else echo none; fi; done'
-    )
-    lines = transport.run(script).check(script).stdout.splitlines()
-    if len(lines) != len(cases):
-        raise BadOutput(f"expected {len(cases)} exit-marker lines, got {len(lines)}")
-    return {case.pk: _marker_code(line) for case, line in zip(cases, lines, strict=True)}
-
-
-def _marker_code(line: str) -> int | None:
-    word = line.removeprefix("code ").strip()
-    return int(word) if line.startswith("code ") and word.lstrip("-").isdigit() else None
+def marker_code(text: str | None) -> int | None:
+    """The exit code an exit marker holds (``None``: no marker, or not a number)."""
+    word = (text or "").strip()
+    return int(word) if word.lstrip("-").isdigit() and len(word) < 12 else None

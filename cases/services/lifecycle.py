@@ -9,9 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 
-from resources.remote.errors import RemoteError
-from resources.remote.pueue import PueueClient
-from resources.remote.pueue_state import PueueTask, TaskStatus
+from resources.jobqueue import JobQueue, PueueTask, RemoteError
 from resources.services import release_group
 
 from ..faults import crash_point
@@ -52,8 +50,14 @@ def retry_or_fail(case: Case, old: str, reason: str, *, detail=None) -> bool:
     return move_and_release(case, old, S.FAILED, reason=why, detail=detail, last_error=why)
 
 
-def adopt(pueue: PueueClient, case: Case, tasks: list[PueueTask], *, reason: str) -> bool:
-    """Make the oldest of ``tasks`` the case's task; kill the others (by explicit id)."""
+def fail(case: Case, why: str, *, detail=None) -> bool:
+    """End the case as failed, from whatever status it is in, its GPU group released."""
+    case.refresh_from_db(fields=["status"])
+    return move_and_release(case, case.status, S.FAILED, reason=why, detail=detail, last_error=why)
+
+
+def adopt(queue: JobQueue, case: Case, tasks: list[PueueTask], *, reason: str) -> bool:
+    """Make the oldest of ``tasks`` the case's task; stop the others (by explicit id)."""
     keep, *extra = sorted(tasks, key=lambda t: (t.created_at, t.id))
     detail = {"adopted": keep.snapshot(), "duplicates": [t.snapshot() for t in extra]}
     won = transition(
@@ -69,18 +73,8 @@ def adopt(pueue: PueueClient, case: Case, tasks: list[PueueTask], *, reason: str
         lease_expires_at=None,
     )
     if won and extra:
-        stop_tasks(pueue, case, extra)
+        try:
+            queue.stop(extra)
+        except RemoteError as error:
+            record_event(case.pk, f"could not stop duplicate tasks {[t.id for t in extra]}: {error}")
     return won
-
-
-def stop_tasks(pueue: PueueClient, case: Case, tasks: list[PueueTask]) -> None:
-    """Kill the running ones and remove the waiting ones, always by explicit id."""
-    running = [t.id for t in tasks if t.status in (TaskStatus.RUNNING, TaskStatus.PAUSED)]
-    waiting = [t.id for t in tasks if t.is_live and t.id not in running]
-    try:
-        if running:
-            pueue.kill(running)
-        if waiting:
-            pueue.remove(waiting)
-    except RemoteError as error:
-        record_event(case.pk, f"could not stop duplicate tasks {running + waiting}: {error}")

@@ -9,6 +9,7 @@ marker for longer than the grace period, the case failed as lost.
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,20 +19,36 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from resources.connections import pueue_for, record_contact
+from resources.contact import contact, for_each_host
+from resources.jobqueue import FolderResult, JobQueue, PueueTask, TaskResult
 from resources.models import GpuGroup, HpcHost
-from resources.remote.errors import RemoteError
-from resources.remote.pueue_state import PueueTask, TaskResult
 
 from ..faults import crash_point
-from ..models import Case, CaseStatus
-from .jobs import EXIT_MARKER, JOB_LOG, read_exit_markers
-from .lifecycle import move_and_release, retry_or_fail
-from .transitions import record_event
+from ..models import Attempt, Case, CaseStatus
+from . import hygiene
+from .isolation import isolated
+from .jobs import (
+    ATTEMPT_VARIABLE,
+    EXIT_MARKER,
+    JOB_LOG,
+    exit_marker,
+    folder_name,
+    marker_code,
+    results_dir,
+    token_of,
+)
+from .lifecycle import fail, move_and_release, retry_or_fail
+from .logtail import tail_lines
+from .matching import is_stored_task
+from .transitions import record_event, record_note_once
 
 S = CaseStatus
 log = logging.getLogger("mqic.monitoring")
 LOG_TAIL_LINES = 50
+LOG_TAIL_MAX_BYTES = 256 << 10
+SKIPPED_SHOWN = 100
+MARKER_MAX_BYTES = 64
+KILLED_LIVES_ON = "the task was killed outside MQIC, but its processes may live on"
 # What a monitoring pass reads of a running case: loading only these keeps a pass over
 # thousands of running cases cheap (most of them only get compared with their task).
 MONITORED_FIELDS = (
@@ -54,11 +71,16 @@ class MonitorReport:
     failed: list[str] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
     still_running: int = 0
+    cleaned: int = 0
     host_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def freed_gpus(self) -> bool:
         return bool(self.completed or self.failed or self.requeued)
+
+    @property
+    def follow_ups(self) -> list[str]:
+        return ["submit"] if self.freed_gpus else []
 
     def __str__(self):
         parts = [
@@ -67,6 +89,8 @@ class MonitorReport:
             f"requeued {len(self.requeued)}",
             f"still running {self.still_running}",
         ]
+        if self.cleaned:
+            parts.append(f"cleaned up {self.cleaned} remote folder(s)")
         parts += [f"host {name}: {error}" for name, error in self.host_errors.items()]
         return ", ".join(parts)
 
@@ -79,42 +103,40 @@ def monitor_pass() -> MonitorReport:
     for case in running:
         case.gpu_group = groups[case.gpu_group_id]
         by_host[case.gpu_group.host].append(case)
-    for host, cases in by_host.items():
-        try:
-            monitor_host(host, cases, report)
-        except RemoteError as error:
-            report.host_errors[host.name] = str(error)
-            record_contact(host, error)
+    for host in hygiene.hosts_with_work():
+        by_host.setdefault(host, [])
+    for_each_host(by_host, lambda host, cases: monitor_host(host, cases, report))
     if report.freed_gpus or report.host_errors:
         log.info("monitoring pass: %s", report)
     return report
 
 
 def monitor_host(host: HpcHost, cases: list[Case], report: MonitorReport) -> None:
-    pueue = pueue_for(host)
-    state = pueue.status()
-    record_contact(host)
-    vanished = []
-    for case in cases:
-        task = state.tasks.get(case.pueue_task_id)
-        if task is None or not is_same_task(task, case):
-            vanished.append(case)
-        elif task.is_live:
-            note_live(case, task)
-            report.still_running += 1
-        elif task.result == TaskResult.KILLED:
-            requeue_killed(case, task, report)
-        else:
-            finish(pueue.transport, case, task, task.exit_code, report)
-    if vanished:
-        judge_vanished(pueue.transport, vanished, report)
-
-
-def is_same_task(task: PueueTask, case: Case) -> bool:
-    """pueue reuses ids after ``clean``: the id must still carry our label and creation time."""
-    if task.label != case.label:
-        return False
-    return case.pueue_task_created_at is None or task.created_at == case.pueue_task_created_at
+    """One ``pueue status`` for all of the host's running cases; each case then goes its own way."""
+    with contact(host) as link:
+        state = link.queue.state()
+        vanished, killed, done = [], [], []
+        for case in cases:
+            with isolated(case, "monitoring"):
+                task = state.tasks.get(case.pueue_task_id)
+                if task is None or not is_stored_task(task, case):
+                    vanished.append(case)
+                elif task.is_live:
+                    note_live(case, task)
+                    report.still_running += 1
+                elif task.result == TaskResult.KILLED:
+                    killed.append((case, task))
+                else:
+                    done.append((case, task, task.exit_code))
+        markers = read_markers(link.queue, [*vanished, *(case for case, _task in killed)])
+        done += judge_vanished(vanished, markers, report)
+        # A job that wrote its exit code before pueue was killed under it did finish.
+        done += [(case, task, markers[case.pk]) for case, task in killed if markers[case.pk] is not None]
+        requeue_killed(link.queue, [(case, task) for case, task in killed if markers[case.pk] is None], report)
+        finish(link.queue, host, done, report)
+        report.cleaned += hygiene.tidy_host(link.queue, host, state)
+    if link.failed:
+        report.host_errors[host.name] = str(link.error)
 
 
 def note_live(case: Case, task: PueueTask) -> None:
@@ -126,42 +148,111 @@ def note_live(case: Case, task: PueueTask) -> None:
         )
 
 
-def requeue_killed(case: Case, task: PueueTask, report: MonitorReport) -> None:
-    """We never kill a running case's task ourselves (cancel moves the case first), so a
-    ``Killed`` task is the infrastructure's doing, e.g. a pueued restart: run it again."""
-    if retry_or_fail(
-        case, S.RUNNING, f"pueue task {task.id} was killed outside MQIC", detail={"task": task.snapshot()}
-    ):
-        report.requeued.append(case.name)
+def requeue_killed(queue: JobQueue, killed: list[tuple[Case, PueueTask]], report: MonitorReport) -> None:
+    """Run again the cases whose task was killed outside MQIC, once their old processes are gone.
+
+    We never kill a running case's task ourselves (cancel moves the case first), so ``Killed`` is
+    the infrastructure's doing, e.g. a pueued restart. Then pueue no longer owns the processes,
+    which may still run on the GPU and write into the attempt's folder. So first every process of
+    the attempt is ended (found by the marker in its environment); until none is left the case
+    keeps its GPU group, so that no other case is sent where the old one may still compute.
+    """
+    if not killed:
+        return
+    sweeps = queue.end_processes(ATTEMPT_VARIABLE, [token_of(case.remote_dir) for case, _task in killed])
+    for case, task in killed:
+        with isolated(case, "ending the processes of a killed task"):
+            sweep = sweeps[token_of(case.remote_dir)]
+            if not sweep.gone:
+                why = "its host cannot list processes" if not sweep.checked else f"{sweep.left} still running"
+                record_note_once(
+                    case.pk,
+                    f"{KILLED_LIVES_ON} ({why}): keeping its GPU group until they are gone",
+                    kind=KILLED_LIVES_ON,
+                )
+                continue
+            ended = (
+                f"ended {sweep.found} leftover process(es) of it"
+                if sweep.found
+                else "none of its processes was left"
+            )
+            reason = f"pueue task {task.id} was killed outside MQIC; {ended}"
+            if retry_or_fail(
+                case, S.RUNNING, reason, detail={"task": task.snapshot(), "processes_ended": sweep.found}
+            ):
+                report.requeued.append(case.name)
 
 
-def finish(transport, case: Case, task: PueueTask | None, exit_code: int | None, report: MonitorReport) -> None:
-    """Bring the results home, then end the case and free its GPU group.
+def finish(queue: JobQueue, host: HpcHost, done: list[Ended], report: MonitorReport) -> None:
+    """Bring home the results of every case that ended on the host in ONE tar stream, then end
+    each case and free its GPU group.
 
     Only one worker finishes a case: it takes the case's lease first (another monitor pass
-    running beside this one skips the case), and a crashed finisher's lease runs out.
+    running beside this one skips the case), and a crashed finisher's lease runs out. Each
+    case then goes its own way: its folder came home, or was refused (past the caps, a link
+    where the folder should be, gone from the host: the case fails, saying so), or the stream
+    never reached it (its lease is given back and the next pass tries again).
     """
-    if not take_finishing_lease(case):
+    mine = [ended for ended in done if take_finishing_lease(ended[0])]
+    if not mine:
         return
-    results = Path(settings.MQIC_RESULTS_DIR) / case.name
+    names = {folder_name(ended[0].remote_dir): ended for ended in mine}
     try:
-        transport.download_dir(case.remote_dir, results, progress=lambda _got: crash_point("mid_download"))
-    except RemoteError:
-        Case.objects.filter(pk=case.pk, status=S.RUNNING).update(lease_expires_at=None)  # next pass retries
+        fetched = queue.download(
+            host.base_dir,
+            {name: results_dir(case) for name, (case, _t, _c) in names.items()},
+            {name: str(case.pk) for name, (case, _t, _c) in names.items()},
+            progress=lambda _got: crash_point("mid_download"),
+        )
+    except BaseException:
+        give_back_leases([case for case, _t, _c in mine])
         raise
-    marker = read_local_marker(results)
-    exit_code = marker if marker is not None else exit_code
-    ok = exit_code == 0
+    for name, (case, task, exit_code) in names.items():
+        with isolated(case, "bringing its results home", give_up=fail):
+            try:
+                conclude(case, task, exit_code, fetched[name], report)
+            except BaseException:
+                give_back_leases([case])  # the next pass tries again at once
+                raise
+
+
+Ended = tuple[Case, PueueTask | None, int | None]
+"""A case whose task ended: the task if pueue still shows it, and the exit code it knows of."""
+
+
+def give_back_leases(cases: list[Case]) -> None:
+    Case.objects.filter(pk__in=[c.pk for c in cases], status=S.RUNNING).update(lease_expires_at=None)
+
+
+def conclude(case: Case, task: PueueTask | None, exit_code: int | None, fetched: FolderResult, report) -> None:
+    """End one case from what came home of its folder."""
+    if not fetched.reached:
+        give_back_leases([case])  # nothing definite: the next pass tries again
+        return
+    if fetched.skipped:
+        record_event(
+            case.pk,
+            f"results: {len(fetched.skipped)} link(s) or special file(s) were not created",
+            detail={"skipped": [list(item) for item in fetched.skipped[:SKIPPED_SHOWN]]},
+        )
     detail = {"task": task.snapshot() if task else None, "exit_code": exit_code}
-    fields = {
-        "exit_code": exit_code,
-        "result_path": str(results),
-        "log_tail": log_tail(results),
-        "lease_expires_at": None,
-    }
+    fields = {"lease_expires_at": None}
     if task is not None:
         fields.update(last_seen_task=task.snapshot(), pueue_task_created_at=task.created_at)
-    if ok:
+    if fetched.error is not None:
+        why = f"its results were refused: {fetched.error}"
+        if move_and_release(case, S.RUNNING, S.FAILED, reason=why, detail=detail, last_error=why, **fields):
+            report.failed.append(case.name)
+            if not fetched.missing:
+                keep_current_folder(case, why)
+        return
+    results = results_dir(case)
+    Attempt.objects.filter(case=case, remote_dir=case.remote_dir).update(results_at=timezone.now())
+    marker = read_local_marker(results)
+    exit_code = marker if marker is not None else exit_code
+    detail["exit_code"] = exit_code
+    fields.update(exit_code=exit_code, result_path=str(results), log_tail=log_tail(results))
+    if exit_code == 0:
         won = move_and_release(
             case, S.RUNNING, S.COMPLETED, reason="job finished with exit code 0", detail=detail, **fields
         )
@@ -175,7 +266,7 @@ def finish(transport, case: Case, task: PueueTask | None, exit_code: int | None,
             why += f" ({task.spawn_error})"
         won = move_and_release(case, S.RUNNING, S.FAILED, reason=why, detail=detail, last_error=why, **fields)
     if won:
-        (report.completed if ok else report.failed).append(case.name)
+        (report.completed if exit_code == 0 else report.failed).append(case.name)
 
 
 def take_finishing_lease(case: Case) -> bool:
@@ -185,13 +276,23 @@ def take_finishing_lease(case: Case) -> bool:
     return bool(Case.objects.filter(free, pk=case.pk, status=S.RUNNING).update(lease_expires_at=until))
 
 
-def judge_vanished(transport, cases: list[Case], report: MonitorReport) -> None:
-    markers = read_exit_markers(transport, cases)
+def read_markers(queue: JobQueue, cases: list[Case]) -> dict[int, int | None]:
+    """The exit code each case's job left in its attempt's folder (``None``: none), in one round trip."""
+    if not cases:
+        return {}
+    found = queue.read_small_files([exit_marker(c.remote_dir) for c in cases])
+    return {case.pk: marker_code(found[exit_marker(case.remote_dir)]) for case in cases}
+
+
+def judge_vanished(cases: list[Case], markers: dict[int, int | None], report: MonitorReport) -> list[Ended]:
+    """Cases whose task is gone: finished if their job left an exit marker, else lost after a grace."""
     now = timezone.now()
     grace = timedelta(seconds=settings.MQIC_LOST_GRACE_SECONDS)
+    finished = []
     for case in cases:
-        if markers[case.pk] is not None:
-            finish(transport, case, None, markers[case.pk], report)
+        code = markers[case.pk]
+        if code is not None:
+            finished.append((case, None, code))
         elif case.task_missing_since is None:
             Case.objects.filter(pk=case.pk, status=S.RUNNING).update(task_missing_since=now)
             record_event(case.pk, f"pueue task {case.pueue_task_id} is gone and left no exit marker; waiting")
@@ -203,18 +304,27 @@ def judge_vanished(transport, cases: list[Case], report: MonitorReport) -> None:
             }
             if move_and_release(case, S.RUNNING, S.FAILED, reason=why, detail=evidence, last_error=why):
                 report.failed.append(case.name)
+                keep_current_folder(case, why)
+    return finished
+
+
+def keep_current_folder(case: Case, why: str) -> None:
+    """What the attempt's folder holds did not come home: it stays on the host for an operator."""
+    for attempt in Attempt.objects.filter(case=case, remote_dir=case.remote_dir):
+        hygiene.keep(attempt, why)
 
 
 def read_local_marker(results: Path) -> int | None:
+    """The exit code the job wrapper wrote; the job could have made the file anything at all."""
     try:
-        return int((results / EXIT_MARKER).read_text().strip())
-    except (OSError, ValueError):
+        with open(os.open(results / EXIT_MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as marker:
+            return marker_code(marker.read(MARKER_MAX_BYTES).decode("ascii", errors="replace"))
+    except OSError:
         return None
 
 
 def log_tail(results: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
-        text = (results / JOB_LOG).read_text(errors="replace")
+        return tail_lines(results / JOB_LOG, lines, LOG_TAIL_MAX_BYTES)
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])

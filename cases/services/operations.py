@@ -10,24 +10,24 @@ id (``pueue kill`` without ids kills a whole group).
 
 from __future__ import annotations
 
-import posixpath
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 from django.db import transaction
 
-from resources.connections import pueue_for, record_contact
+from resources.contact import contact
+from resources.jobqueue import JobQueue, PueueTask
 from resources.models import GpuGroup, HpcHost
 from resources.operations import Outcome, refused
-from resources.remote.errors import RemoteError
-from resources.remote.pueue import PueueClient
-from resources.remote.pueue_state import PueueTask, TaskStatus
 from resources.services import lock_group
 
-from ..models import HOLDS_GPU, Case, CaseStatus
-from .jobs import is_our_task, remote_dir
+from ..models import HOLDS_GPU, Attempt, Case, CaseStatus
+from . import intake, passes
 from .labels import label_prefix
 from .lifecycle import move_and_release
-from .passes import record_pass
-from .reconciliation import find_orphans, reconcile_pass
+from .matching import attempt_dirs, is_case_task, orphans
+from .placement import ANYWHERE, Placement
 from .transitions import record_event, transition
 
 S = CaseStatus
@@ -66,6 +66,38 @@ def retry(case: Case, user) -> Outcome:
     return Outcome(True, f"{case.name}: back to submitted")
 
 
+def recheck(case: Case, user) -> Outcome:
+    """A rejected case whose folder the operator fixed: checked again with intake's own rule.
+
+    Valid now, it goes back to ``submitted`` (it gets its label at its first claim); still invalid,
+    it stays rejected and the new reason is written down.
+    """
+    case.refresh_from_db()
+    if case.status != S.REJECTED:
+        return does_not_apply(case, "re-check folder")
+    problem, wish = _folder_problem(Path(case.source_path))
+    if problem is not None:
+        Case.objects.filter(pk=case.pk, status=S.REJECTED).update(last_error=problem)
+        record_event(case.pk, f"folder re-checked {_by(user)}: still not a valid case: {problem}", user=user)
+        return refused(f"{case.name} is still not a valid case: {problem}", "error")
+    reason = f"folder re-checked {_by(user)}: a valid case now"
+    wanted = {"wanted_host": wish.host, "wanted_group": wish.gpu_group}
+    if not transition(case, S.REJECTED, S.SUBMITTED, reason=reason, user=user, last_error="", **wanted):
+        return raced(case)
+    return Outcome(True, f"{case.name}: folder valid now, back to submitted")
+
+
+def _folder_problem(path: Path) -> tuple[str | None, Placement]:
+    """Why the folder is no valid case, and where it asks to run (intake's ``validate``, which
+    reads a directory entry)."""
+    try:
+        with os.scandir(path.parent) as entries:
+            entry = next((e for e in entries if e.name == path.name), None)
+    except OSError as error:
+        return f"the inbox cannot be read: {error.strerror}", ANYWHERE
+    return ("the case folder is gone from the inbox", ANYWHERE) if entry is None else intake.validate(entry)
+
+
 def cancel(case: Case, user) -> Outcome:
     """Cancel a waiting case; for one holding a GPU, cancel it and release the GPU, then kill its task."""
     case.refresh_from_db()
@@ -89,26 +121,23 @@ def cancel(case: Case, user) -> Outcome:
 
 
 def _stop_tasks_of(case: Case, user, *, was_submitting: bool) -> Outcome:
-    """Kill the live tasks of a case just cancelled: those with its label working in its folder.
+    """Stop the live tasks of a case just cancelled: those of any of its attempts.
 
     A submission in flight may still add its task after this look; that task is then an
     orphan (its case no longer holds a GPU), which the remote state page shows.
     """
     host = case.gpu_group.host
-    pueue = pueue_for(host)
-    try:
+    tasks, stopped = [], {}
+    with contact(host, force=True) as link:
+        dirs = attempt_dirs(case)
         tasks = [
-            t
-            for t in pueue.status().find_by_label(case.label)
-            if t.is_live and is_our_task(t, case, any_attempt=True)
+            t for t in link.queue.state().find_by_label(case.label) if t.is_live and is_case_task(t, case, dirs)
         ]
-        stopped = stop_tasks(pueue, tasks)
-    except RemoteError as error:
-        record_contact(host, error)
-        why = f"cancel: could not kill the task on {host.name} ({error}); {ORPHAN_HINT}"
+        stopped = link.queue.stop(tasks)
+    if link.failed:
+        why = f"cancel: could not kill the task on {host.name} ({link.error}); {ORPHAN_HINT}"
         record_event(case.pk, why, user=user)
         return Outcome(True, f"{case.name} cancelled, but {why}", "warning")
-    record_contact(host)
     if not tasks:
         record_event(case.pk, f"cancel: {host.name} holds no live task of this case", user=user)
         late = f"; a task its submission adds later shows as an orphan on {host.name}" if was_submitting else ""
@@ -121,17 +150,6 @@ def _stop_tasks_of(case: Case, user, *, was_submitting: bool) -> Outcome:
         user=user,
     )
     return Outcome(True, f"{case.name} cancelled; pueue tasks {ids} on {host.name} stopped")
-
-
-def stop_tasks(pueue: PueueClient, tasks: list[PueueTask]) -> dict[str, list[int]]:
-    """Kill the running ones and remove the waiting ones (``kill`` only reaches running ones)."""
-    killed = [t.id for t in tasks if t.status in (TaskStatus.RUNNING, TaskStatus.PAUSED)]
-    removed = [t.id for t in tasks if t.is_live and t.id not in killed]
-    if killed:
-        pueue.kill(killed)
-    if removed:
-        pueue.remove(removed)
-    return {"killed": killed, "removed": removed}
 
 
 def mark_failed(case: Case, user) -> Outcome:
@@ -147,10 +165,10 @@ def mark_failed(case: Case, user) -> Outcome:
 
 
 def reconcile_now(user) -> Outcome:
-    """Run the reconciliation pass now; its decisions are events of the reconciler, with evidence."""
-    report = reconcile_pass()
-    summary = record_pass("reconcile", report)
-    return Outcome(True, f"reconciled ({_by(user)}): {summary}", "warning" if report.host_errors else "success")
+    """Run the reconciliation pass now, as ``user``: its decisions are events naming them."""
+    run = passes.run("reconcile", user=user)
+    level = "success" if run.outcome == run.Outcome.OK else "warning"
+    return Outcome(True, f"reconciled ({_by(user)}): {run.summary}", level)
 
 
 # -- orphans: live tasks with our label prefix that no case holds -----------------------------
@@ -158,15 +176,14 @@ def reconcile_now(user) -> Outcome:
 
 def kill_orphan(host: HpcHost, task_id: int, created_at: str, user) -> Outcome:
     """Stop an orphan task, if it is still the orphan the operator saw (same id and creation time)."""
-    found = _find_orphan(host, task_id, created_at)
-    if isinstance(found, Outcome):
-        return found
-    pueue, task, case_id = found
-    try:
-        stop_tasks(pueue, [task])
-    except RemoteError as error:
-        record_contact(host, error)
-        return refused(f"orphan task {task_id} on {host.name} not stopped: {error}", "error")
+    with contact(host, force=True) as link:
+        found = _find_orphan(link.queue, host, task_id, created_at)
+        if isinstance(found, Outcome):
+            return found
+        task, case_id = found
+        link.queue.stop([task])
+    if link.failed:
+        return refused(f"orphan task {task_id} on {host.name} not stopped: {link.error}", "error")
     if Case.objects.filter(pk=case_id).exists():
         record_event(
             case_id,
@@ -182,33 +199,33 @@ def adopt_orphan(host: HpcHost, task_id: int, created_at: str, user) -> Outcome:
 
     For a case that holds no GPU (e.g. cancelled while its add was in flight): it takes
     the task's GPU group, if free, and goes through ``submitted`` and ``submitting`` to
-    ``running``, each move an event naming the user. The task must work in the case's folder.
+    ``running``, each move an event naming the user. The task must work in the folder of
+    one of the case's attempts (the one rule of ``matching``).
     """
-    found = _find_orphan(host, task_id, created_at)
-    if isinstance(found, Outcome):
-        return found
-    _, task, case_id = found
-    case = Case.objects.filter(pk=case_id).first()
+    seen = look_at_orphan(host, task_id, created_at)
+    if isinstance(seen, Outcome):
+        return seen
+    task, case = seen.task, seen.case
     if case is None:
-        return refused(f"task {task_id} names case {case_id}, which this database does not have: kill it instead")
+        return refused(f"task {task_id} names a case this database does not have: kill it instead")
     if case.status in HOLDS_GPU or case.status == S.COMPLETED:
         return refused(f"task {task_id}: case {case.name} is {case.status}; kill the task instead")
-    folder = remote_dir(host, case.label)
-    if posixpath.normpath(task.path) != posixpath.normpath(folder):
+    if not seen.in_attempt_folder:
         return refused(
-            f"task {task_id} works in {task.path}, not in the folder of {case.name} ({folder})", "error"
+            f"task {task_id} works in {task.path}, which is no attempt folder of {case.name}: kill it instead",
+            "error",
         )
     group = GpuGroup.objects.filter(host=host, pueue_group=task.group).first()
     if group is None or group.status == GpuGroup.Status.DISABLED:
         return refused(f"task {task_id}: pueue group {task.group} is no enabled GPU group of {host.name}")
-    if not _adopt(case, task, group, folder, user):
+    if not _adopt(case, task, group, user):
         return refused(
             f"task {task_id} not adopted: GPU group {group.name} is taken, or {case.name} changed meanwhile"
         )
     return Outcome(True, f"{case.name} now runs as pueue task {task_id} on {host.name}")
 
 
-def _adopt(case: Case, task: PueueTask, group: GpuGroup, folder: str, user) -> bool:
+def _adopt(case: Case, task: PueueTask, group: GpuGroup, user) -> bool:
     why = f"orphan pueue task {task.id} adopted {_by(user)}"
     with transaction.atomic():
         locked = lock_group(group.pk, holder_id=case.pk)
@@ -223,8 +240,12 @@ def _adopt(case: Case, task: PueueTask, group: GpuGroup, folder: str, user) -> b
             user=user,
             gpu_group=locked,
             lease_generation=locked.lease_generation,
-            remote_dir=folder,
+            remote_dir=task.path,
             submitting_at=task.created_at,
+        )
+        # The task's attempt is the case's current one again.
+        won = won and bool(
+            Attempt.objects.filter(case=case, remote_dir=task.path).update(ended_at=None, outcome="")
         )
         won = won and transition(
             case,
@@ -243,18 +264,35 @@ def _adopt(case: Case, task: PueueTask, group: GpuGroup, folder: str, user) -> b
     return won
 
 
+@dataclass(frozen=True)
+class OrphanView:
+    """An orphan as its confirmation page shows it: the task, and the case its label names."""
+
+    task: PueueTask
+    case: Case | None
+    in_attempt_folder: bool
+    """Whether the task works in the folder of one of that case's attempts (adoption needs it)."""
+
+
+def look_at_orphan(host: HpcHost, task_id: int, created_at: str) -> OrphanView | Outcome:
+    """The orphan as pueue shows it now (command, folder, group), for the operator to judge."""
+    with contact(host, force=True) as link:
+        found = _find_orphan(link.queue, host, task_id, created_at)
+    if link.failed:
+        return refused(f"{host.name} did not answer ({link.error}); nothing changed", "error")
+    if isinstance(found, Outcome):
+        return found
+    task, case_id = found
+    case = Case.objects.filter(pk=case_id).first()
+    return OrphanView(task, case, case is not None and is_case_task(task, case))
+
+
 def _find_orphan(
-    host: HpcHost, task_id: int, created_at: str
-) -> tuple[PueueClient, PueueTask, int | None] | Outcome:
-    pueue = pueue_for(host)
-    try:
-        state = pueue.status()
-    except RemoteError as error:
-        record_contact(host, error)
-        return refused(f"{host.name} did not answer ({error}); nothing changed", "error")
-    record_contact(host)
+    queue: JobQueue, host: HpcHost, task_id: int, created_at: str
+) -> tuple[PueueTask, int | None] | Outcome:
+    state = queue.state()
     task = state.tasks.get(task_id)
-    orphans = {o["id"]: o for o in find_orphans(state, label_prefix())}
-    if task is None or task.created_at.isoformat() != created_at or task_id not in orphans:
+    found = {o.task.id: o for o in orphans(state, label_prefix())}
+    if task is None or task.created_at.isoformat() != created_at or task_id not in found:
         return refused(f"task {task_id} on {host.name} is no longer the orphan shown; nothing changed")
-    return pueue, task, orphans[task_id]["case_id"]
+    return task, found[task_id].case_id

@@ -7,10 +7,8 @@ a small upload writes nothing, a large one a few rows a second at most.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from pathlib import Path
 
 from django.db import connections
 
@@ -20,13 +18,13 @@ INTERVAL_SECONDS = 1.0
 
 
 class UploadProgress:
-    def __init__(self, cases: list[Case], interval: float | None = None):
+    def __init__(self, sizes: list[tuple[int, int]], interval: float | None = None):
+        """``sizes``: (case id, bytes of its files) in the order the stream sends them."""
         self.interval = INTERVAL_SECONDS if interval is None else interval
         self.spans: list[tuple[int, int, int]] = []  # (case id, first byte, size) in stream order
         start = 0
-        for case in cases:
-            size = folder_size(Path(case.source_path))
-            self.spans.append((case.pk, start, size))
+        for case_id, size in sizes:
+            self.spans.append((case_id, start, size))
             start += size
         self.last_write = time.monotonic()
         self.written: dict[int, int] = {}
@@ -44,10 +42,3 @@ class UploadProgress:
                 Case.objects.filter(pk=case_id, status=CaseStatus.SUBMITTING).update(upload_percent=percent)
         if threading.current_thread() is not self.owner:
             connections.close_all()  # this thread's own connections; the thread ends with the upload
-
-
-def folder_size(root: Path) -> int:
-    """The bytes of regular files below ``root`` (tar headers make the stream a little longer)."""
-    return sum(
-        os.lstat(os.path.join(folder, name)).st_size for folder, _dirs, files in os.walk(root) for name in files
-    )

@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.utils import timezone
 
-from resources.connections import pueue_for, record_contact
+from resources.contact import contact, for_each_host
+from resources.jobqueue import GroupStatus, JobQueue, PueueState
 from resources.models import GpuGroup, HpcHost
-from resources.remote.errors import RemoteError
-from resources.remote.pueue_state import GroupStatus, PueueState
 from resources.services import release_group, set_blocked
 
-from ..models import HOLDS_GPU, Case, CaseEvent, CaseStatus
-from .jobs import is_our_task
-from .labels import case_id_from_label, label_prefix
+from ..models import HOLDS_GPU, Case, CaseStatus
+from .isolation import isolated
+from .labels import label_prefix
 from .lifecycle import adopt, retry_or_fail
-from .transitions import record_event
+from .matching import awaiting_its_id, is_attempt_task, orphans
+from .transitions import record_event, record_note_once
 
 S = CaseStatus
 log = logging.getLogger("mqic.reconciliation")
@@ -44,6 +44,10 @@ class ReconcileReport:
     host_errors: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
 
+    @property
+    def follow_ups(self) -> list[str]:
+        return ["submit"] if (self.retried or self.released_groups) and not self.dry_run else []
+
     def __str__(self):
         parts = [
             f"adopted {len(self.adopted)}",
@@ -61,8 +65,9 @@ class ReconcileReport:
 def reconcile_pass(*, dry_run: bool = False) -> ReconcileReport:
     report = ReconcileReport(dry_run=dry_run)
     release_groups_of_finished_cases(report)
-    for host in HpcHost.objects.filter(enabled=True):
-        reconcile_host(host, report)
+    for_each_host(
+        dict.fromkeys(HpcHost.objects.filter(enabled=True)), lambda host, _: reconcile_host(host, report)
+    )
     if report.adopted or report.retried or report.failed or report.released_groups or report.host_errors:
         log.warning("reconciliation pass: %s", report)
     return report
@@ -74,31 +79,30 @@ def reconcile_host(host: HpcHost, report: ReconcileReport) -> None:
             status=S.SUBMITTING, gpu_group__host=host, lease_expires_at__lt=timezone.now()
         ).select_related("gpu_group")
     )
-    pueue = pueue_for(host)
-    try:
-        state = pueue.status()
-    except RemoteError as error:
-        report.host_errors[host.name] = str(error)
-        record_contact(host, error)
+    with contact(host) as link:
+        state = link.queue.state()
         for case in stale:
-            warn_once(case, f"{NO_ANSWER} ({error}); nothing changed, will try again")
-        return
-    record_contact(host)
-    for case in stale:
-        settle_stale_submission(pueue, case, state, report)
-    prefix = label_prefix()
-    check_groups(host, state, report, prefix)
-    report.orphans += find_orphans(state, prefix)
+            with isolated(case, "reconciling its submission"):
+                settle_stale_submission(link.queue, case, state, report)
+        prefix = label_prefix()
+        check_groups(link.queue, host, state, report, prefix)
+        report.orphans += [o.task.snapshot() | {"case_id": o.case_id} for o in orphans(state, prefix)]
+    if link.failed:
+        report.host_errors[host.name] = str(link.error)
+        for case in stale if not link.answered else ():
+            record_note_once(
+                case.pk, f"{NO_ANSWER} ({link.error}); nothing changed, will try again", kind=NO_ANSWER
+            )
 
 
-def settle_stale_submission(pueue, case: Case, state: PueueState, report: ReconcileReport) -> None:
+def settle_stale_submission(queue: JobQueue, case: Case, state: PueueState, report: ReconcileReport) -> None:
     candidates = state.find_by_label(case.label)
-    mine = [t for t in candidates if is_our_task(t, case)]
+    mine = [t for t in candidates if is_attempt_task(t, case)]
     evidence = {"tasks_with_label": [t.snapshot() for t in candidates], "remote_dir": case.remote_dir}
     if report.dry_run:
         (report.adopted if mine else report.retried).append(case.name)
     elif mine:
-        if adopt(pueue, case, mine, reason="reconciled a submission whose id was never stored"):
+        if adopt(queue, case, mine, reason="reconciled a submission whose id was never stored"):
             report.adopted.append(case.name)
     else:
         why = "reconciled: the host answered and holds no task of this attempt"
@@ -131,7 +135,7 @@ def release_groups_of_finished_cases(report: ReconcileReport) -> None:
                 )
 
 
-def check_groups(host: HpcHost, state: PueueState, report: ReconcileReport, prefix: str) -> None:
+def check_groups(queue: JobQueue, host: HpcHost, state: PueueState, report: ReconcileReport, prefix: str) -> None:
     """Never offer a group whose pueue group runs work we did not start, or is paused."""
     ours = set(
         Case.objects.filter(status__in=HOLDS_GPU, gpu_group__host=host, pueue_task_id__isnull=False).values_list(
@@ -140,13 +144,13 @@ def check_groups(host: HpcHost, state: PueueState, report: ReconcileReport, pref
     )
     for group in host.gpu_groups.all():
         foreign = [t.id for t in state.live_tasks_in_group(group.pueue_group) if t.id not in ours]
-        foreign = [i for i in foreign if not _is_submitting_here(state.tasks[i], group, prefix)]
+        foreign = [i for i in foreign if not awaiting_its_id(state.tasks[i], group.pk, prefix)]
         pueue_group = state.groups.get(group.pueue_group)
         paused = pueue_group is not None and pueue_group.status == GroupStatus.PAUSED
         if paused:
             report.paused_groups.append(group.pueue_group)
             if settings.MQIC_RESUME_PAUSED_GROUPS and not report.dry_run:
-                pueue_for(host).start_group(group.pueue_group)
+                queue.start_group(group.pueue_group)
                 paused = False
         reason = blocking_reason(group, foreign, paused)
         if reason and not group.blocked_reason:
@@ -164,38 +168,3 @@ def blocking_reason(group: GpuGroup, foreign: list[int], paused: bool) -> str:
     if paused:
         return f"{BLOCKED_BY_RECONCILER}pueue group {group.pueue_group} is paused (resume it with pueue start -g)"
     return ""
-
-
-def _is_submitting_here(task, group: GpuGroup, prefix: str) -> bool:
-    """A task of a case still in ``submitting`` on this group is ours, just not stored yet."""
-    case_id = case_id_from_label(task.label, prefix)
-    return case_id is not None and Case.objects.filter(pk=case_id, status=S.SUBMITTING, gpu_group=group).exists()
-
-
-def find_orphans(state: PueueState, prefix: str) -> list[dict]:
-    """Live tasks with our label prefix that no case holds: not its running task, nor a
-    submission still waiting to be matched."""
-    tasks = [t for t in state.tasks_with_label_prefix(prefix) if t.is_live]
-    by_case = {t.id: case_id_from_label(t.label, prefix) for t in tasks}
-    cases = {
-        c["pk"]: c
-        for c in Case.objects.filter(pk__in=set(by_case.values()), status__in=HOLDS_GPU).values(
-            "pk", "status", "pueue_task_id"
-        )
-    }
-    orphans = []
-    for task in tasks:
-        case = cases.get(by_case[task.id])
-        held = case is not None and (case["status"] == S.SUBMITTING or case["pueue_task_id"] == task.id)
-        if not held:
-            orphans.append(task.snapshot() | {"case_id": by_case[task.id]})
-    return orphans
-
-
-def warn_once(case: Case, reason: str) -> None:
-    """One warning per outage, not one per pass."""
-    last = (
-        CaseEvent.objects.filter(case=case).order_by("-created_at", "-pk").values_list("reason", flat=True).first()
-    )
-    if not (last or "").startswith(NO_ANSWER):
-        record_event(case.pk, reason)

@@ -1,13 +1,16 @@
 """Submission: from ``submitted`` to a stored pueue task id, a host at a time.
 
-A pass claims cases (GPU lock and ``submitting`` in one transaction), then per host:
-looks up the labels of cases tried before (never add a case twice), uploads every case
-in one streamed tar, adds them all in one remote round trip and stores the task ids.
+A pass claims cases (GPU lock, a new attempt and ``submitting`` in one transaction), then per
+host: looks up the labels of cases tried before (never add a case twice), checks each case's
+folder on its own, uploads the good ones in one streamed tar, adds them all in one remote
+round trip and stores the task ids.
 
-Until ``pueue add`` is attempted, every failure is definite: nothing runs remotely, so
-the case goes straight back to ``submitted`` and its GPU is released. Once an add may
-have happened, an unknown outcome leaves the case in ``submitting`` for the
-reconciler, which decides from the remote labels after the lease expires.
+Until ``pueue add`` is attempted, every failure is definite: nothing runs remotely, so the
+case goes straight back to ``submitted`` and its GPU is released. A case whose folder went bad
+since it was registered fails alone with the reason, and one damaged while it was being sent
+costs that case an attempt; the rest of the batch goes on. Once an add may have happened, an
+unknown outcome leaves the case in ``submitting`` for the reconciler, which decides from the
+remote labels after the lease expires.
 """
 
 from __future__ import annotations
@@ -23,17 +26,27 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from resources.connections import pueue_for, record_contact
+from resources.contact import contact, for_each_host
+from resources.jobqueue import (
+    AddSpec,
+    DaemonDown,
+    FolderManifest,
+    JobQueue,
+    UnknownGroup,
+    UnsafeFolder,
+)
 from resources.models import GpuGroup, HpcHost
 from resources.operations import missing_group_reason
-from resources.remote.errors import OutcomeUnknown, RemoteError
-from resources.remote.pueue import AddSpec, DaemonDown, UnknownGroup
-from resources.services import lock_free_group, set_blocked
+from resources.services import free_groups, set_blocked, take_group
 
 from ..faults import crash_point
-from ..models import Case, CaseStatus
-from .jobs import is_our_task, job_command, remote_dir
-from .lifecycle import adopt, give_back, retry_or_fail
+from ..models import Attempt, Case, CaseStatus
+from .intake import list_case
+from .isolation import isolated
+from .jobs import ATTEMPT_VARIABLE, folder_name, job_command, new_token, remote_dir, token_of
+from .labels import label_for, label_prefix
+from .lifecycle import adopt, fail, give_back, move_and_release, retry_or_fail
+from .matching import attempt_dirs, is_case_task
 from .progress import UploadProgress
 from .transitions import record_event, transition
 
@@ -46,13 +59,20 @@ class SubmitReport:
     started: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
     returned: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     host_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def follow_ups(self) -> list[str]:
+        return []
 
     def __str__(self):
         parts = [f"started {len(self.started)}", f"adopted {len(self.adopted)}"]
         if self.returned:
             parts.append(f"put back {len(self.returned)}")
+        if self.failed:
+            parts.append(f"failed {len(self.failed)}")
         if self.unknown:
             parts.append(f"left for reconciliation {len(self.unknown)}")
         parts += [f"host {name}: {error}" for name, error in self.host_errors.items()]
@@ -64,93 +84,187 @@ def submit_pass(limit: int | None = None) -> SubmitReport:
     by_host: dict[HpcHost, list[Case]] = defaultdict(list)
     for case in claim_cases(limit):
         by_host[case.gpu_group.host].append(case)
-    for host, cases in by_host.items():
-        submit_to_host(host, cases, report)
+    for_each_host(by_host, lambda host, cases: submit_to_host(host, cases, report))
     if by_host:
         log.info("submission pass: %s", report)
     return report
 
 
+PLACED_LOOKAHEAD = 100
+"""How many waiting cases past the free groups a pass looks at: a case that asks for a busy host
+or group must not hold up the cases behind it."""
+
+
 def claim_cases(limit: int | None = None) -> list[Case]:
-    """Lock a free GPU group for each waiting case, oldest first, until groups run out."""
-    free = GpuGroup.objects.filter(status=GpuGroup.Status.AVAILABLE, blocked_reason="", host__enabled=True).count()
-    waiting = Case.objects.filter(status=S.SUBMITTED).order_by("created_at", "pk").values_list("pk", flat=True)
-    claimed = (claim(case_id) for case_id in list(waiting[: min(free, limit or free)]))
-    return [case for case in claimed if case is not None]
+    """Lock a free GPU group for each waiting case, oldest first, until groups run out.
+
+    The free groups and the waiting cases are read once; each claim is then its own
+    compare-and-swap, so a group or a case a peer takes meanwhile is only passed over. A case
+    that names a host or group (``placement``) waits for that one; the cases behind it go on.
+    """
+    pool = free_groups()
+    wanted = min(len(pool), limit or len(pool))
+    if not wanted:
+        return []
+    waiting = Case.objects.filter(status=S.SUBMITTED).order_by("created_at", "pk")
+    prefix, claimed = label_prefix(), []
+    for case in waiting[: wanted + PLACED_LOOKAHEAD]:
+        if len(claimed) == wanted:
+            break
+        placed = claim_from(pool, case, prefix)
+        if placed:
+            claimed.append(case)
+        elif placed is None and not (case.wanted_host or case.wanted_group):
+            break  # no free group was left for a case that takes any: none is left for the rest
+    return claimed
 
 
-def claim(case_id: int) -> Case | None:
-    """GPU lock and ``submitting`` together, or neither."""
+def claim(case_id: int, prefix: str | None = None) -> Case | None:
+    """Claim this one case on the first free group that fits it, or ``None``."""
+    case = Case.objects.get(pk=case_id)
+    return case if claim_from(free_groups(), case, prefix) else None
+
+
+def claim_from(pool: list[GpuGroup], case: Case, prefix: str | None) -> bool | None:
+    """Claim ``case`` on the first group of ``pool`` that fits it; a group taken (by this case or
+    by a peer) leaves the pool. ``None``: no group of the pool was left for it; ``False``: a
+    peer claimed the case."""
+    for group in [group for group in pool if fits(group, case)]:
+        claimed = claim_on(group, case, prefix)
+        if claimed is not False:
+            pool.remove(group)
+        if claimed is not None:
+            return claimed
+    return None
+
+
+def fits(group: GpuGroup, case: Case) -> bool:
+    return (not case.wanted_host or group.host.name == case.wanted_host) and (
+        not case.wanted_group or group.name == case.wanted_group
+    )
+
+
+def claim_on(group: GpuGroup, case: Case, prefix: str | None) -> bool | None:
+    """GPU lock, a new attempt and ``submitting`` together, or none of them. ``True``: claimed;
+    ``None``: the group was taken meanwhile (try another); ``False``: the case was."""
+    as_read = (group.status, group.holder_id, group.lease_generation, group.assigned_at)
     with transaction.atomic():
-        group = lock_free_group(holder_id=case_id)
-        if group is None:
-            return None
+        taken = take_group(group, case.pk)
+        if not taken:
+            return None if taken is False else False
         crash_point("after_gpu_lock")
-        case = Case.objects.get(pk=case_id)
+        label = case.label or label_for(case.pk, prefix)
+        token = new_token()
+        folder = remote_dir(group.host, label, token)
+        now = timezone.now()
         moved = transition(
             case,
             S.SUBMITTED,
             S.SUBMITTING,
             reason=f"GPU group {group.name} locked (lease {group.lease_generation})",
-            detail={"gpu_group": group.name, "lease_generation": group.lease_generation},
+            detail={"gpu_group": group.name, "lease_generation": group.lease_generation, "remote_dir": folder},
+            label=label,
             gpu_group=group,
             lease_generation=group.lease_generation,
-            lease_expires_at=timezone.now() + timedelta(seconds=settings.MQIC_SUBMIT_LEASE_SECONDS),
-            remote_dir=remote_dir(group.host, case.label),
-            submitting_at=timezone.now(),
+            lease_expires_at=now + timedelta(seconds=settings.MQIC_SUBMIT_LEASE_SECONDS),
+            remote_dir=folder,
+            submitting_at=now,
             pueue_task_id=None,
             pueue_task_created_at=None,
+            last_seen_task=None,
+            task_missing_since=None,
             exit_code=None,
             upload_percent=None,
         )
         if not moved:
             transaction.set_rollback(True)  # a peer took the case: our lock goes with it
-            return None
+            group.status, group.holder_id, group.lease_generation, group.assigned_at = as_read
+            return False
+        Attempt.objects.create(case=case, token=token, remote_dir=folder, gpu_group=group, started_at=now)
     crash_point("after_submitting")
-    return case
+    return True
 
 
 def submit_to_host(host: HpcHost, cases: list[Case], report: SubmitReport) -> None:
-    pueue = pueue_for(host)
-    try:
-        cases = adopt_earlier_attempts(pueue, cases, report)
-        progress = UploadProgress(cases)
-
-        def on_progress(sent: int) -> None:
-            crash_point("mid_upload")
-            progress(sent)
-
-        pueue.transport.upload_tree(
-            [(Path(c.source_path), c.label) for c in cases], host.base_dir, progress=on_progress
-        )
-    except RemoteError as error:
-        # No add was attempted in this pass: nothing of these cases runs remotely.
-        for case in cases:
-            give_back(case, f"upload to {host.name} failed, will retry: {error}")
-            report.returned.append(case.name)
-        report.host_errors[host.name] = str(error)
-        record_contact(host, error)
+    adding = False
+    with contact(host) as link:
+        cases = adopt_earlier_attempts(link.queue, cases, report)
+        listed = checked(cases, report)
+        cases = list(listed)
+        cases = upload(link.queue, host, listed, report)
+        crash_point("after_upload")
+        adding = True
+        add_cases(link.queue, cases, report)
+    if not link.failed:
         return
-    crash_point("after_upload")
-    add_cases(host, pueue, cases, report)
+    report.host_errors[host.name] = str(link.error)
+    for case in cases:
+        if adding:
+            record_event(case.pk, f"pueue add outcome unknown, left for reconciliation: {link.error}")
+            report.unknown.append(case.name)
+        elif give_back(case, f"could not send to {host.name}, will retry: {link.error}"):
+            report.returned.append(case.name)  # no add was attempted: nothing of it runs remotely
 
 
-def adopt_earlier_attempts(pueue, cases: list[Case], report: SubmitReport) -> list[Case]:
+def adopt_earlier_attempts(queue: JobQueue, cases: list[Case], report: SubmitReport) -> list[Case]:
     """A case tried before may still have a live task: adopt it instead of adding a second."""
     if not any(c.attempts for c in cases):
         return cases
-    state = pueue.status()
+    state = queue.state()
     fresh = []
     for case in cases:
-        live = [t for t in state.find_by_label(case.label) if t.is_live and is_our_task(t, case, any_attempt=True)]
+        dirs = attempt_dirs(case) if case.attempts else set()
+        live = [t for t in state.find_by_label(case.label) if t.is_live and is_case_task(t, case, dirs)]
         if not live:
             fresh.append(case)
-        elif adopt(pueue, case, live, reason="found a live task of an earlier attempt"):
+        elif adopt(queue, case, live, reason="found a live task of an earlier attempt"):
             report.adopted.append(case.name)
     return fresh
 
 
-def add_cases(host: HpcHost, pueue, cases: list[Case], report: SubmitReport) -> None:
+def checked(cases: list[Case], report: SubmitReport) -> dict[Case, FolderManifest]:
+    """List each case's folder on its own: a bad one fails alone, the others go on.
+
+    A folder that went bad since it was registered (a fifo added, a link swapped in, the
+    folder gone) fails its case with the reason; an unexpected error puts the case back for
+    the next pass (given up after a few in a row). What is listed here is what is sent.
+    """
+    listed = {}
+    for case in cases:
+        with isolated(case, "checking its folder before the upload", give_up=fail):
+            try:
+                listed[case] = list_case(Path(case.source_path))
+            except UnsafeFolder as problem:
+                why = f"the case folder is no longer a valid case: {problem}; fix it, then retry the case"
+                if move_and_release(case, S.SUBMITTING, S.FAILED, reason=why, last_error=why):
+                    report.failed.append(case.name)
+    for case in cases:
+        if case not in listed and give_back(case, "put back after an unexpected error; see the previous event"):
+            report.returned.append(case.name)
+    return listed
+
+
+def upload(queue: JobQueue, host: HpcHost, listed: dict[Case, FolderManifest], report: SubmitReport) -> list[Case]:
+    """Send every folder in one stream; a folder damaged on the way costs its case an attempt."""
+    if not listed:
+        return []
+    progress = UploadProgress([(case.pk, manifest.size) for case, manifest in listed.items()])
+
+    def on_progress(sent: int) -> None:
+        crash_point("mid_upload")
+        progress(sent)
+
+    names = {folder_name(c.remote_dir): c for c in listed}
+    damaged = queue.upload([(listed[c], name) for name, c in names.items()], host.base_dir, progress=on_progress)
+    for name, problem in damaged.items():
+        case = names[name]
+        Case.objects.filter(pk=case.pk).update(attempts=F("attempts") + 1)
+        if retry_or_fail(case, S.SUBMITTING, f"the case folder changed while it was being sent: {problem}"):
+            report.returned.append(case.name)
+    return [c for name, c in names.items() if name not in damaged]
+
+
+def add_cases(queue: JobQueue, cases: list[Case], report: SubmitReport) -> None:
     if not cases:
         return
     Case.objects.filter(pk__in=[c.pk for c in cases], status=S.SUBMITTING).update(attempts=F("attempts") + 1)
@@ -160,19 +274,11 @@ def add_cases(host: HpcHost, pueue, cases: list[Case], report: SubmitReport) -> 
             label=case.label,
             group=case.gpu_group.pueue_group,
             workdir=case.remote_dir,
+            env={ATTEMPT_VARIABLE: token_of(case.remote_dir)},
         )
         for case in cases
     ]
-    try:
-        results = pueue.add_many(specs)
-    except OutcomeUnknown as error:
-        for case in cases:
-            record_event(case.pk, f"pueue add outcome unknown, left for reconciliation: {error}")
-            report.unknown.append(case.name)
-        report.host_errors[host.name] = str(error)
-        record_contact(host, error)
-        return
-    record_contact(host)
+    results = queue.add_many(specs)
     crash_point("after_pueue_add")
     for case, result in zip(cases, results, strict=True):
         if result.task_id is not None:
@@ -193,6 +299,7 @@ def add_cases(host: HpcHost, pueue, cases: list[Case], report: SubmitReport) -> 
             report.returned.append(case.name)
         elif isinstance(result.error, UnknownGroup):
             # pueue refused before creating anything: a definite "no task".
+            host = case.gpu_group.host
             set_blocked(case.gpu_group_id, missing_group_reason(host, case.gpu_group.pueue_group))
             retry_or_fail(case, S.SUBMITTING, f"pueue add failed: {result.error}")
             report.returned.append(case.name)

@@ -12,12 +12,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections
-from django_q.tasks import async_task
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from . import intake
+from . import passes
 
 
 class _Poke(FileSystemEventHandler):
@@ -40,11 +39,9 @@ def watch(inbox: Path, *, polling: bool = False, say=print, stop: threading.Even
             changed.wait(timeout=max(1.0, settings.MQIC_QUIET_SECONDS))
             changed.clear()
             close_old_connections()
-            report = intake.scan(inbox)
-            if report.registered:
-                async_task("cases.tasks.submit")
-            if report.registered or report.rejected:
-                say(str(report))
+            run = passes.run("scan", trigger="watcher", inbox=inbox)
+            if run.report.registered or run.report.rejected:
+                say(run.summary)
     finally:
         observer.stop()
         observer.join()

@@ -45,6 +45,11 @@ class BadOutput(OutcomeUnknown):
     """The command succeeded but its output could not be parsed."""
 
 
+class FolderRefused(RemoteError):
+    """A folder did not come home: missing on the host, or its content refused (over a
+    cap, an unsafe name, a top-level link). Definite: asking again gives the same answer."""
+
+
 class CommandFailed(RemoteError):
     """The command ran and exited non-zero."""
 

@@ -3,25 +3,33 @@
 Commands run through ``sh -c`` like a remote login shell would, and folders move through
 the very same tar code and ``tar`` commands as over SSH, so the sandbox exercises the
 real path rather than a shortcut (``shutil.copytree`` would accept what SSH refuses).
+Output is read within the same caps as over SSH; where SSH drops its connection, the
+command's process group is killed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import signal
 import subprocess
 import tempfile
-from collections.abc import Mapping
-from pathlib import Path
+import time
+from collections.abc import Callable, Mapping
 from typing import IO
 
-from . import tarstream
+from . import download, tarstream
 from .errors import BadOutput, OutcomeUnknown
 from .transport import CommandResult, ProgressCallback
+from .untar import Extraction
 
 DEFAULT_TIMEOUT = 60.0
 """For ``run`` without a timeout, and for tar to finish once its stream has ended."""
+STDERR_MAX_BYTES = 4 << 20
+"""Error output is for people and logs; more than this is not read."""
+READ_SIZE = 1 << 16
+PIPE_CHUNK = 1 << 16
 
 
 class _ProgressWriter:
@@ -40,41 +48,32 @@ class _ProgressWriter:
         return len(data)
 
 
-class LocalTransport:
-    """``Transport`` via subprocesses; ``shell_env`` is added to this process's environment."""
+class LocalTransport(tarstream.Uploads, download.Downloads):
+    """``Transport`` via subprocesses; ``shell_env`` is added to this process's environment.
 
-    def __init__(self, shell_env: Mapping[str, str] | None = None):
+    ``max_output_bytes`` caps a command's stdout as ``SshTarget.max_output_bytes`` does.
+    """
+
+    def __init__(self, shell_env: Mapping[str, str] | None = None, max_output_bytes: int = 256 << 20):
         self.env = {**os.environ, **(shell_env or {})}
+        self.max_output_bytes = max_output_bytes
 
     def run(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None) -> CommandResult:
-        """Run ``sh -c command``; past ``timeout`` its whole process group is killed."""
+        """Run ``sh -c command``; past ``timeout`` its whole process group is killed, and so
+        it is when its output passes the caps (``BadOutput``)."""
         limit = DEFAULT_TIMEOUT if timeout is None else timeout
         with self._spawn(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
             try:
-                out, err = process.communicate(stdin or b"", timeout=limit)
+                out, err = _communicate(process, stdin or b"", time.monotonic() + limit, self.max_output_bytes)
             except subprocess.TimeoutExpired as error:
                 _kill_group(process)
                 raise OutcomeUnknown(f"local command {command!r} did not finish in {limit}s") from error
+            except _TooMuch as error:
+                _kill_group(process)
+                raise BadOutput(f"{error} of local command {command!r} exceeded {error.limit} bytes") from None
         return CommandResult(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
-    def upload_dir(self, local_dir: Path, remote_dir: str, *, progress: ProgressCallback | None = None) -> None:
-        """Copy ``local_dir`` into ``remote_dir`` through ``tar -x`` fed by our tar stream."""
-        members = tarstream.case_members(local_dir)
-        self._feed(
-            tarstream.untar_command(remote_dir),
-            lambda out: tarstream.write_tar(local_dir, out, members),
-            progress,
-        )
-
-    def upload_tree(
-        self, folders: list[tuple[Path, str]], remote_base: str, *, progress: ProgressCallback | None = None
-    ) -> None:
-        """Replace the folders ``remote_base/<name>`` with the local ones through one ``tar -x``."""
-        if not folders:
-            return
-        self._feed(*tarstream.tree_upload(folders, remote_base), progress)
-
-    def _feed(self, command: str, write, progress: ProgressCallback | None) -> None:
+    def _send_tar(self, command: str, write, progress: ProgressCallback | None) -> None:
         """Run ``command`` with ``write(stream)`` producing its stdin; raise if it failed."""
         with tempfile.TemporaryFile() as err, self._spawn(command, stdout=err, stderr=err) as process:
             try:
@@ -87,22 +86,21 @@ class LocalTransport:
                 raise
             self._finish(process, command, err)
 
-    def download_dir(self, remote_dir: str, local_dir: Path, *, progress: ProgressCallback | None = None) -> None:
-        """Replace ``local_dir`` with a copy of ``remote_dir``, unpacked beside it then swapped in."""
-        command = tarstream.tar_command(remote_dir)
-        with (
-            tarstream.staged_dir(local_dir) as staging,
-            tempfile.TemporaryFile() as err,
-            self._spawn(command, stdout=subprocess.PIPE, stderr=err) as process,
-        ):
+    def _stream_tar(
+        self, command: str, consume: Callable[[IO[bytes]], Extraction]
+    ) -> tuple[Extraction, CommandResult | None]:
+        """``download.StreamTar``: a stream left unread to its end is not drained, tar is killed."""
+        with tempfile.TemporaryFile() as err, self._spawn(command, stdout=subprocess.PIPE, stderr=err) as process:
+            process.stdin.close()
             try:
-                tarstream.extract_tar(tarstream.CountingReader(process.stdout, progress), staging)
-            except (tarstream.UnsafeCaseFolder, BadOutput):
-                while process.stdout.read(tarstream.CHUNK):  # let tar finish and tell its side
-                    pass
-                self._finish(process, command, err)  # a failed tar explains a broken stream best
+                extraction = consume(process.stdout)
+            except BaseException:
+                _kill_group(process)
                 raise
-            self._finish(process, command, err)
+            if not extraction.exhausted:
+                _kill_group(process)
+                return extraction, None
+            return extraction, self._wait(process, command, err)
 
     def close(self) -> None:
         """Nothing to close: every command is its own process."""
@@ -119,13 +117,71 @@ class LocalTransport:
 
     def _finish(self, process: subprocess.Popen, command: str, err: IO[bytes]) -> None:
         """Wait for ``process`` and raise ``CommandFailed`` with its output if it failed."""
+        self._wait(process, command, err).check(command)
+
+    def _wait(self, process: subprocess.Popen, command: str, err: IO[bytes]) -> CommandResult:
+        """Wait for ``process``: its exit code and (the start of) what it wrote to ``err``."""
         try:
             code = process.wait(timeout=DEFAULT_TIMEOUT)
         except subprocess.TimeoutExpired as error:
             _kill_group(process)
             raise OutcomeUnknown(f"local command {command!r} did not finish") from error
         err.seek(0)
-        CommandResult(code, "", err.read().decode(errors="replace")).check(command)
+        return CommandResult(code, "", err.read(STDERR_MAX_BYTES).decode(errors="replace"))
+
+
+class _TooMuch(Exception):
+    """A stream of a local command passed its cap: the command is killed, not read on."""
+
+    def __init__(self, what: str, limit: int):
+        super().__init__(what)
+        self.limit = limit
+
+
+def _communicate(process: subprocess.Popen, stdin: bytes, deadline: float, out_limit: int) -> tuple[bytes, bytes]:
+    """``Popen.communicate`` with caps: feed ``stdin``, read stdout and stderr side by side,
+    raise ``_TooMuch`` as soon as one passes its cap and ``TimeoutExpired`` at ``deadline``."""
+    caps = {process.stdout: ("output", out_limit), process.stderr: ("error output", STDERR_MAX_BYTES)}
+    got: dict[IO[bytes], bytearray] = {pipe: bytearray() for pipe in caps}
+    pending = memoryview(stdin)
+    with selectors.DefaultSelector() as selector:
+        for pipe in caps:
+            selector.register(pipe, selectors.EVENT_READ)
+        if pending:
+            os.set_blocking(process.stdin.fileno(), False)
+            selector.register(process.stdin, selectors.EVENT_WRITE)
+        else:
+            process.stdin.close()
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(process.args, 0)
+            for key, _events in selector.select(remaining):
+                if key.fileobj is process.stdin:
+                    pending = _write_some(process.stdin, pending)
+                    if not pending:
+                        selector.unregister(process.stdin)
+                        process.stdin.close()
+                    continue
+                data = os.read(key.fd, READ_SIZE)
+                if not data:
+                    selector.unregister(key.fileobj)
+                    continue
+                what, cap = caps[key.fileobj]
+                if len(got[key.fileobj]) + len(data) > cap:
+                    raise _TooMuch(what, cap)
+                got[key.fileobj] += data
+    remaining = max(0.0, deadline - time.monotonic())
+    process.wait(timeout=remaining)
+    return bytes(got[process.stdout]), bytes(got[process.stderr])
+
+
+def _write_some(pipe: IO[bytes], pending: memoryview) -> memoryview:
+    """Write what the pipe takes now; a command that stops reading its stdin gets no more."""
+    try:
+        return pending[os.write(pipe.fileno(), pending[:PIPE_CHUNK]) :]
+    except BrokenPipeError:
+        return memoryview(b"")
 
 
 def _kill_group(process: subprocess.Popen) -> None:

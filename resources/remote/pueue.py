@@ -11,7 +11,10 @@ invocations run through a ``Transport``, and turns pueue's answers into typed va
 
 Every command is built from ``shlex.quote``d words; option values never start with "-" (pueue's
 parser, clap, would read them as options) and ``add`` ends its options with ``--`` so a command
-can never be mistaken for one.
+can never be mistaken for one. Every command starts with the global ``--color never`` (clap takes
+it only before the subcommand), and an error keeps only its meaningful lines (``_meaningful``):
+pueue 4.x prints its errors through color-eyre, in colour even without a terminal, followed by a
+source location and backtrace hints that are no use to an operator.
 """
 
 from __future__ import annotations
@@ -68,7 +71,13 @@ class AddResult:
         return self.error is None
 
 
-_DAEMON_DOWN_HINTS = ("Did you start it?", "Did you start the daemon yet?")
+_GLOBAL_OPTIONS = ("--color", "never")
+_DAEMON_DOWN_HINTS = ("Did you start it?", "Did you start the daemon yet?", "Failed to initialize client.")
+"""A socket nobody listens on, no config at all, or a handshake that failed: pueue sent no request.
+(Right after pueued is SIGKILLed the handshake can fail with "Connection reset by peer".)"""
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_REPORT_END = re.compile(r"^(Location:|Backtrace omitted|.*BACKTRACE|.*SPANTRACE|Suggestion:|Note:)")
+MAX_MESSAGE = 500
 _UNKNOWN_GROUP = re.compile(r"Group .* doesn't exists?\. Use one of these")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VERSION = re.compile(r"^pueue\s+v?(\d+\.\d+\.\d+\S*)\s*$", re.MULTILINE)
@@ -101,8 +110,10 @@ class PueueClient:
     ) -> int:
         """Queue ``command`` (one shell string) and return the new task's id.
 
-        ``DaemonDown``/``UnknownGroup``/``CommandFailed``: no task was created. ``OutcomeUnknown``
-        or ``BadOutput``: a task may exist; look for it by label before adding again.
+        ``DaemonDown``/``UnknownGroup``: no task was created. ``OutcomeUnknown`` or ``BadOutput``:
+        a task may exist; look for it by label before adding again. Another ``CommandFailed`` is
+        usually a refusal (e.g. a missing workdir), but pueue also exits 1 when its daemon dies
+        after reading the request, so it proves nothing either.
         """
         shell_command = self._add_command(AddSpec(command, label, group, workdir, env))
         result = self.transport.run(shell_command, timeout=self._timeout)
@@ -143,6 +154,7 @@ class PueueClient:
             raise ValueError("empty command")
         words = [
             *self._pueue,
+            *_GLOBAL_OPTIONS,
             "add",
             *_option("-l", spec.label, "label", allow_empty=True),
             *_option("-g", spec.group, "group"),
@@ -209,12 +221,11 @@ class PueueClient:
 
     def remove(self, ids: Iterable[int]) -> None:
         """Remove queued, stashed or finished tasks (``kill`` only reaches running ones)."""
-        ids = list(ids)
-        if not ids:
-            raise ValueError("no task ids to remove")
-        for task_id in ids:
-            _check_count(task_id, "task id", minimum=0)
-        self._run(["remove", *(str(task_id) for task_id in ids)])
+        self._run(_remove_words(ids))
+
+    def remove_command(self, ids: Iterable[int]) -> str:
+        """The shell line of ``remove`` for these ids, for a caller that batches it with other commands."""
+        return self._shell(_remove_words(ids))
 
     def group_add(self, name: str, parallel: int = 1) -> None:
         """Create a group. pueue 3.x creates it asynchronously: it may not be listed immediately."""
@@ -228,7 +239,7 @@ class PueueClient:
     # --- plumbing -------------------------------------------------------------------------------
 
     def _shell(self, words: Sequence[str]) -> str:
-        return shlex.join([*self._pueue, *words])
+        return shlex.join([*self._pueue, *_GLOBAL_OPTIONS, *words])
 
     def _run(self, words: Sequence[str]) -> CommandResult:
         """Run pueue with ``words``; a non-zero exit becomes the matching ``CommandFailed``."""
@@ -240,7 +251,11 @@ class PueueClient:
 
 
 def _failure(command: str, result: CommandResult) -> CommandFailed:
-    """Classify a non-zero pueue exit by its message (3.x prints some errors on stdout)."""
+    """Classify a non-zero pueue exit by its message (3.x prints some errors on stdout).
+
+    The error carries the meaningful lines only, in its message and in ``stdout``/``stderr``.
+    """
+    result = CommandResult(result.exit_code, _meaningful(result.stdout), _meaningful(result.stderr))
     output = f"{result.stdout}\n{result.stderr}"
     if any(hint in output for hint in _DAEMON_DOWN_HINTS):
         kind: type[CommandFailed] = DaemonDown
@@ -249,6 +264,24 @@ def _failure(command: str, result: CommandResult) -> CommandFailed:
     else:
         kind = CommandFailed
     return result.failure(command, kind, what="pueue")
+
+
+def _meaningful(text: str) -> str:
+    """An error without escape codes, the "Error:" header, blank lines and the location/backtrace
+    block; the numbered cause lines stay ("0: Failed to initialize client.", ...). A text longer than
+    ``MAX_MESSAGE`` keeps its first line (the outermost context) and its tail (the root cause)."""
+    lines = []
+    for line in _ANSI.sub("", text).splitlines():
+        line = line.strip()
+        if _REPORT_END.match(line):
+            break
+        if line and line != "Error:":
+            lines.append(line)
+    clean = "\n".join(lines)
+    if len(clean) <= MAX_MESSAGE:
+        return clean
+    head = lines[0][: MAX_MESSAGE // 2]
+    return f"{head}\n...\n{clean[-(MAX_MESSAGE - len(head) - 5) :]}"
 
 
 def _added_task_id(command: str, result: CommandResult) -> int:
@@ -280,6 +313,15 @@ def _no_nul(value: str, what: str) -> str:
     if "\0" in value:
         raise ValueError(f"{what} contains a NUL character, which no command line can carry")
     return value
+
+
+def _remove_words(ids: Iterable[int]) -> list[str]:
+    ids = list(ids)
+    if not ids:
+        raise ValueError("no task ids to remove")
+    for task_id in ids:
+        _check_count(task_id, "task id", minimum=0)
+    return ["remove", *(str(task_id) for task_id in ids)]
 
 
 def _check_count(value: int, what: str, *, minimum: int) -> None:

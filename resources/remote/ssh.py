@@ -1,7 +1,7 @@
 """The SSH transport: paramiko, one connection per host per process, every failure classified.
 
 A new connection costs about three exec channels (~277 ms against ~85 ms on loopback, see
-/work/shared/notes/sshd-on-loopback.md), so each process keeps one connection per target
+docs/sshd-on-loopback.md), so each process keeps one connection per target
 and opens an exec channel per command. Anything that leaves us unsure what happened on the
 remote side becomes ``OutcomeUnknown`` and drops the connection, so the next call starts
 clean. Host keys are always verified; nothing is ever trusted on first use.
@@ -9,12 +9,15 @@ clean. Host keys are always verified; nothing is ever trusted on first use.
 Each command runs with four small worker threads (start + stdin, stdout, stderr, exit
 status) while the calling thread watches the clock: reading both streams at once is what
 keeps a command that floods stdout and stderr from deadlocking, and a watcher that never
-blocks is what makes every timeout real.
+blocks is what makes every timeout real. Nothing read is unbounded: output past
+``SshTarget.max_output_bytes`` (stderr past ``STDERR_MAX_BYTES``) is not read on, and a
+download that stops early (``untar``) is not drained; the connection is dropped instead.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -28,9 +31,10 @@ from typing import Any
 
 import paramiko
 
-from . import tarstream
-from .errors import ChangedHostKey, HostKeyError, OutcomeUnknown, UnknownHostKey
-from .transport import CommandResult, ProgressCallback
+from . import download, tarstream
+from .errors import BadOutput, ChangedHostKey, HostKeyError, OutcomeUnknown, UnknownHostKey
+from .transport import CommandResult, ProgressCallback, still_waiting
+from .untar import Extraction
 
 WINDOW_SIZE = 2 << 20
 MAX_PACKET_SIZE = 32 << 10
@@ -41,6 +45,8 @@ costs more than the fewer window adjustments save. 2 MB per round trip still all
 100 MB/s at 20 ms. Uploads use the server's window, so nothing to tune on that side."""
 
 READ_SIZE = 1 << 20
+STDERR_MAX_BYTES = 4 << 20
+"""Error output is for people and logs; more than this is not read on."""
 WATCH_INTERVAL = 0.25
 """How often the watching thread re-checks its clocks while workers are still busy."""
 
@@ -67,6 +73,8 @@ class SshTarget:
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
     keepalive_interval: float = 30.0
+    max_output_bytes: int = 256 << 20
+    """A command's stdout past this raises ``BadOutput`` (setting ``MQIC_REMOTE_OUTPUT_MAX_BYTES``)."""
 
     @property
     def host_key_name(self) -> str:
@@ -182,14 +190,31 @@ def _changed_key_error(target: SshTarget, offered: paramiko.PKey, trusted: param
 
 
 def _load_trusted_keys(keys: paramiko.HostKeys, target: SshTarget) -> None:
-    """The explicit ``host_key`` wins; otherwise known_hosts (a missing file trusts nothing)."""
-    if target.host_key:
-        entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{target.host_key_name} {target.host_key.strip()}")
-        if entry is None:
-            raise ValueError(f"host_key for {target} is not a 'key-type base64' public key")
-        keys.add(target.host_key_name, entry.key.get_name(), entry.key)
-    elif target.known_hosts and Path(target.known_hosts).exists():
+    """known_hosts and the explicit ``host_key``; when both name this host they must agree.
+
+    Neither wins silently: a row and a file holding different keys refuse the connection, as a
+    changed key does (a missing file trusts nothing).
+    """
+    if target.known_hosts and Path(target.known_hosts).exists():
         keys.load(target.known_hosts)
+    if not target.host_key:
+        return
+    entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{target.host_key_name} {target.host_key.strip()}")
+    if entry is None:
+        raise ValueError(f"host_key for {target} is not a 'key-type base64' public key")
+    on_file = keys.lookup(target.host_key_name)
+    if on_file and entry.key.get_base64() not in {key.get_base64() for key in on_file.values()}:
+        fp = _key_fingerprint(entry.key)
+        raise ChangedHostKey(
+            f"HOST KEY MISMATCH for {target.hostname}:{target.port}: the key trusted on the host's row "
+            f"({fp}) is not the one its known_hosts file {target.known_hosts} holds. Refusing to connect "
+            f"until they agree: compare with the host's administrators, then run {TRUST_HINT} --replace.",
+            hostname=target.hostname,
+            port=target.port,
+            key_type=entry.key.get_name(),
+            fingerprint=fp,
+        )
+    keys.add(target.host_key_name, entry.key.get_name(), entry.key)
 
 
 # -- connection cache -------------------------------------------------------------------
@@ -235,6 +260,15 @@ class _ChannelBroken(Exception):
     """The channel or connection failed under a worker (as opposed to a local error)."""
 
 
+class _Abandon(Exception):
+    """A reader stops reading on purpose: the command is not drained, its connection is
+    dropped, and ``error`` (if any) is raised to the caller."""
+
+    def __init__(self, error: Exception | None = None):
+        super().__init__(error)
+        self.error = error
+
+
 class _Activity:
     """When bytes last moved on a channel, so transfers time out on a stall, not on size."""
 
@@ -274,9 +308,13 @@ class _ChannelReader:
         self._activity.touch()
         return data
 
-    def read_all(self) -> bytes:
-        chunks = []
+    def read_all(self, limit: int, what: str) -> bytes:
+        """Everything up to EOF; past ``limit`` bytes, give up (``_Abandon`` with ``BadOutput``)."""
+        chunks, size = [], 0
         while chunk := self.read(READ_SIZE):
+            size += len(chunk)
+            if size > limit:
+                raise _Abandon(BadOutput(f"{what} exceeded {limit} bytes; stopped reading it"))
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -306,11 +344,7 @@ Feed = Callable[[_ChannelWriter], None]
 Consume = Callable[[_ChannelReader], Any]
 
 
-def _collect(reader: _ChannelReader) -> bytes:
-    return reader.read_all()
-
-
-class SshTransport:
+class SshTransport(tarstream.Uploads, download.Downloads):
     """``Transport`` over one paramiko connection, opened on first use and after any failure.
 
     Safe to share between threads: each command has its own channel. A failure drops the
@@ -327,7 +361,8 @@ class SshTransport:
     # -- public API ------------------------------------------------------------------
 
     def run(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None) -> CommandResult:
-        """Run ``command``; past ``timeout`` (default: the target's) raise ``OutcomeUnknown``."""
+        """Run ``command``; past ``timeout`` (default: the target's) raise ``OutcomeUnknown``,
+        past the target's ``max_output_bytes`` of stdout ``BadOutput``."""
         limit = self.target.command_timeout if timeout is None else timeout
 
         def feed(writer: _ChannelWriter) -> None:
@@ -336,47 +371,30 @@ class SshTransport:
 
         return self._exchange(command, feed=feed, deadline=time.monotonic() + limit)
 
-    def upload_dir(self, local_dir: Path, remote_dir: str, *, progress: ProgressCallback | None = None) -> None:
-        """Stream ``local_dir`` into ``remote_dir`` through one ``tar -x`` channel.
-
-        The folder is checked before the channel opens, so an unsafe one changes nothing
-        remotely. A transfer times out when nothing moves for the command timeout, however
-        long it takes in all. ``progress`` gets the tar stream bytes sent so far and is
-        called from a worker thread.
-        """
-        members = tarstream.case_members(local_dir)
-        command = tarstream.untar_command(remote_dir)
-        result = self._exchange(
-            command,
-            feed=lambda writer: tarstream.write_tar(local_dir, writer, members),
-            progress=progress,
-        )
-        result.check(command)
-
-    def upload_tree(
-        self, folders: list[tuple[Path, str]], remote_base: str, *, progress: ProgressCallback | None = None
-    ) -> None:
-        """Replace the folders ``remote_base/<name>`` with the local ones, all in one ``tar -x`` channel."""
-        if not folders:
-            return
-        command, write = tarstream.tree_upload(folders, remote_base)
+    def _send_tar(self, command: str, write, progress: ProgressCallback | None) -> None:
+        """A transfer times out when nothing moves for the command timeout, however long it takes
+        in all; ``progress`` is called from a worker thread."""
         self._exchange(command, feed=write, progress=progress).check(command)
 
-    def download_dir(self, remote_dir: str, local_dir: Path, *, progress: ProgressCallback | None = None) -> None:
-        """Replace ``local_dir`` with ``remote_dir``, unpacked beside it and then swapped in."""
-        command = tarstream.tar_command(remote_dir)
-        with tarstream.staged_dir(local_dir) as staging:
-            result = self._exchange(
-                command,
-                consume=lambda reader: tarstream.extract_tar(tarstream.CountingReader(reader, progress), staging),
-            )
-            result.check(command)
+    def _stream_tar(
+        self, command: str, consume: Callable[[_ChannelReader], Extraction]
+    ) -> tuple[Extraction, CommandResult | None]:
+        """``download.StreamTar``: a stream left unread to its end is abandoned, not drained."""
+        extracted = []
+
+        def read(reader: _ChannelReader) -> None:
+            extracted.append(consume(reader))
+            if not extracted[0].exhausted:
+                raise _Abandon()
+
+        result = self._exchange(command, consume=read)
+        return extracted[0], result
 
     def close(self) -> None:
         with self._lock:
             client, self._client = self._client, None
         if client is not None and self._pid == os.getpid():
-            client.close()
+            _hang_up(client)
 
     # -- connection ------------------------------------------------------------------
 
@@ -389,7 +407,7 @@ class SshTransport:
             if client is not None and (link := client.get_transport()) is not None and link.is_active():
                 return client, False
             if client is not None:
-                client.close()
+                _hang_up(client)
             self._client = self._connect()
             return self._client, True
 
@@ -425,7 +443,7 @@ class SshTransport:
         with self._lock:
             if self._client is client:
                 self._client = None
-        client.close()
+        _hang_up(client)
 
     def _open_channel(self) -> tuple[paramiko.SSHClient, paramiko.Channel]:
         """A new session channel. A cached connection found dead is replaced once: no command
@@ -457,25 +475,47 @@ class SshTransport:
         command: str,
         *,
         feed: Feed | None = None,
-        consume: Consume = _collect,
+        consume: Consume | None = None,
         deadline: float | None = None,
         progress: ProgressCallback | None = None,
-    ) -> CommandResult:
-        """Run one command on its own channel: stdin from ``feed``, stdout into ``consume``.
+    ) -> CommandResult | None:
+        """Run one command on its own channel: stdin from ``feed``, stdout into ``consume``
+        (collected, up to the target's cap, when not given).
 
         With a ``deadline`` the whole command must end by then; without one (transfers) it
-        must not stall for longer than the command timeout.
+        must not stall for longer than the command timeout. A reader that fails or stops on
+        purpose ends the command at once: the connection is dropped rather than the rest of
+        the output drained. ``None`` only when ``consume`` stopped without an error.
         """
+        if consume is None:
+            limit = self.target.max_output_bytes
+
+            def consume(reader: _ChannelReader) -> bytes:
+                return reader.read_all(limit, f"output of {_shown(command)!r}")
+
         client, channel = self._open_channel()
         activity = _Activity()
         start = _Worker(lambda: _start(channel, command, feed, _ChannelWriter(channel, activity, progress)))
-        out = _Worker(lambda: _consume_all(consume, _ChannelReader(channel.recv, activity)))
-        err = _Worker(lambda: _ChannelReader(channel.recv_stderr, activity).read_all())
+        out = _Worker(lambda: consume(_ChannelReader(channel.recv, activity)))
+        err = _Worker(
+            lambda: _ChannelReader(channel.recv_stderr, activity).read_all(
+                STDERR_MAX_BYTES, f"error output of {_shown(command)!r}"
+            )
+        )
         status = _Worker(channel.recv_exit_status)
         workers = [start, out, err, status]
         for worker in workers:
             worker.start()
-        if not self._watch(workers, activity, deadline):
+        finished = self._watch(workers, activity, deadline, stop=lambda: _stopped_reader(out, err))
+        if (stopped := _stopped_reader(out, err)) is not None:
+            # Not drained: the rest may be endless. Dropping the connection also stops the command.
+            self._drop(client)
+            if not isinstance(stopped, _Abandon):
+                raise stopped
+            if stopped.error is not None:
+                raise stopped.error
+            return None
+        if not finished:
             # Closing the connection also closes the channel and, unlike closing the channel
             # alone, cannot block behind a writer stuck on a dead link.
             self._drop(client)
@@ -483,15 +523,21 @@ class SshTransport:
         channel.close()
         return self._conclude(client, command, start, out, err, status)
 
-    def _watch(self, workers: list[_Worker], activity: _Activity, deadline: float | None) -> bool:
-        """Wait for the workers; False once the deadline passes or nothing moved for too long."""
+    def _watch(
+        self, workers: list[_Worker], activity: _Activity, deadline: float | None, stop: Callable[[], Any]
+    ) -> bool:
+        """Wait for the workers; False once the deadline passes or nothing moved for too long.
+        Returns early (True) once ``stop()`` says a reader gave up."""
         idle_limit = self.target.command_timeout
         for worker in workers:
             while worker.is_alive():
+                if stop() is not None:
+                    return True
                 end = deadline if deadline is not None else activity.last + idle_limit
                 remaining = end - time.monotonic()
                 if remaining <= 0:
                     return False
+                still_waiting()
                 worker.join(min(remaining, WATCH_INTERVAL))
         return True
 
@@ -513,13 +559,23 @@ class SshTransport:
             self._drop(client)
             cause = broken[0] if broken else None
             raise OutcomeUnknown(f"{self.target}: connection lost during {_shown(command)!r}") from cause
-        if out.error is not None and status.result == 0:
-            raise out.error  # the command succeeded, so its output was unreadable or unsafe
         return CommandResult(
             exit_code=status.result,
             stdout=out.result.decode(errors="replace") if isinstance(out.result, bytes) else "",
             stderr=err.result.decode(errors="replace"),
         )
+
+
+def _hang_up(client: paramiko.SSHClient) -> None:
+    """Close the connection now. paramiko's ``close`` leaves the socket to its reader thread, which
+    lets go of it only when its poll next times out: until then the host still counts the
+    connection, and a budget of connections per host (``resources.contact``) would be exceeded by
+    the next contact. Shutting the socket down first ends it at once."""
+    transport = client.get_transport()
+    if transport is not None and transport.sock is not None:
+        with contextlib.suppress(OSError):  # already closed, or never connected
+            transport.sock.shutdown(socket.SHUT_RDWR)
+    client.close()
 
 
 def _shown(command: str) -> str:
@@ -547,12 +603,13 @@ def _start(channel: paramiko.Channel, command: str, feed: Feed | None, writer: _
         raise _ChannelBroken(error) from error
 
 
-def _consume_all(consume: Consume, reader: _ChannelReader) -> Any:
-    """Hand stdout to ``consume``, then drain what it left so the command can finish."""
-    try:
-        return consume(reader)
-    finally:
-        reader.read_all()
+def _stopped_reader(out: _Worker, err: _Worker) -> BaseException | None:
+    """The error of a reader that gave up (on purpose or by a local failure), if one did;
+    a broken channel is not a reader giving up, ``_conclude`` judges that."""
+    for worker in (out, err):
+        if worker.error is not None and not isinstance(worker.error, _ChannelBroken):
+            return worker.error
+    return None
 
 
 def _connect_error(target: SshTarget, error: BaseException) -> HostKeyError | OutcomeUnknown:

@@ -1,40 +1,47 @@
-"""Case folders as tar streams: one stream per transfer, whatever the transport.
+"""Case folders as tar streams for upload: one stream per transfer, whatever the transport.
 
 A stream beats per-file copies by a wide margin on many small files (see
-/work/shared/notes/sshd-on-loopback.md), and the same code serves SSH and the local sandbox.
-Writing refuses anything that could smuggle data from outside the case folder (a symlink
-leading out, a device or fifo); extracting uses tarfile's ``data`` filter so a hostile or
-broken archive cannot write outside the destination either.
+docs/sshd-on-loopback.md), and the same code serves SSH and the local sandbox. Each
+folder is listed first (``manifest.scan_folder``), and the stream then sends only what
+was listed: every entry is re-opened relative to its folder's descriptor without
+following links and must still be the same file (dev, ino). A folder that changes while
+it is sent does not break the stream of the others: the file being sent gets exactly the
+size its header announced (padded with zeros), the folder's remaining entries are left
+out, and the folder is reported as damaged so the caller retries or fails that case alone.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
-import shutil
 import stat
 import tarfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import BadOutput
+from .manifest import DIR_FLAGS, Entry, FolderManifest, ScanLimits, UnsafeCaseFolder, scan_folder
 from .transport import ProgressCallback
+from .untar import shown
 
 CHUNK = 1 << 20
 """Read and write size: big enough that one large file streams at disk/network speed."""
 
-
-class UnsafeCaseFolder(ValueError):
-    """The case folder holds something that must not be copied (a link out, a special file)."""
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+"""``O_NONBLOCK``: a fifo swapped in for a listed file must not hang the upload on open."""
+CASE_FOLDER_MODE = 0o700
+"""Remote case folders are the owner's alone."""
+_CHANGED = {errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.ENXIO}
+"""What opening a listed entry fails with when it was removed or swapped for a link."""
 
 
 def untar_command(remote_dir: str) -> str:
-    """Shell command that creates ``remote_dir`` and unpacks a tar stream from stdin into it."""
+    """Shell command that creates ``remote_dir`` (mode 0700) and unpacks a tar stream from stdin into it."""
     quoted = shlex.quote(remote_dir)
-    return f"mkdir -p -- {quoted} && tar -x -f - -C {quoted}"
+    return f"mkdir -p -- {quoted} && chmod 700 -- {quoted} && tar -x -f - -C {quoted}"
 
 
 def replace_command(remote_base: str, names: list[str]) -> str:
@@ -47,93 +54,180 @@ def replace_command(remote_base: str, names: list[str]) -> str:
         if not name or "/" in name or name in {".", ".."}:
             raise ValueError(f"not a single folder name: {name!r}")
     base, quoted = shlex.quote(remote_base), " ".join(shlex.quote(n) for n in names)
-    return f"mkdir -p -- {base} && cd -- {base} && rm -rf -- {quoted} && tar -x -f -"
+    return f"mkdir -p -- {base} && cd -- {base} && rm -rf -- {quoted} && mkdir -m 700 -- {quoted} && tar -x -f -"
 
 
-def tree_upload(folders: list[tuple[Path, str]], remote_base: str) -> tuple[str, Callable[[BinaryIO], None]]:
-    """The remote command and the stream writer that replace ``remote_base/<name>`` folders.
+@dataclass
+class TreeUpload:
+    """A batch upload: the listed folders, the remote command, and each folder's problem.
 
-    Every folder is checked here, before anything is sent.
+    ``problems`` starts with the folders refused when listed (they are not in the stream)
+    and ``write`` adds those damaged while sent.
     """
-    checked = [(Path(d), case_members(d), name) for d, name in folders]
-    command = replace_command(remote_base, [name for _d, name in folders])
-    return command, lambda out: write_folders(checked, out)
+
+    folders: list[tuple[FolderManifest, str]]
+    command: str | None
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def write(self, out: BinaryIO) -> None:
+        self.problems.update(write_folders(self.folders, out))
 
 
-def tar_command(remote_dir: str) -> str:
-    """Shell command that writes the contents of ``remote_dir`` to stdout as a tar stream."""
-    return f"tar -c -f - -C {shlex.quote(remote_dir)} ."
+def tree_upload(
+    folders: list[tuple[Path | FolderManifest, str]], remote_base: str, limits: ScanLimits
+) -> TreeUpload:
+    """List every folder (``name`` under ``remote_base``) before anything is sent; a folder the
+    caller listed already (a ``FolderManifest``) is sent as listed."""
+    listed, problems = [], {}
+    for folder, name in folders:
+        try:
+            listed.append((folder if isinstance(folder, FolderManifest) else scan_folder(folder, limits), name))
+        except UnsafeCaseFolder as error:
+            problems[name] = str(error)
+    command = replace_command(remote_base, [name for _m, name in listed]) if listed else None
+    return TreeUpload(listed, command, problems)
 
 
-def case_members(local_dir: Path) -> list[Path]:
-    """Every entry below ``local_dir``, checked, parents before children.
+def dir_upload(local_dir: Path, remote_dir: str, limits: ScanLimits) -> TreeUpload:
+    """One folder into ``remote_dir``, merged into what is there (problem key ``""``).
 
-    Called before anything is sent, so an unsafe folder fails without touching the remote side.
-    """
-    root = Path(os.path.realpath(local_dir))
-    if not root.is_dir():
-        raise UnsafeCaseFolder(f"case folder {local_dir} is not a directory")
-    members = []
-    for parent, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in [*dirnames, *sorted(filenames)]:
-            path = Path(parent, name)
-            _check_member(root, path)
-            members.append(path)
-    return members
+    An unsafe folder raises ``UnsafeCaseFolder`` here, before anything is sent."""
+    return TreeUpload([(scan_folder(local_dir, limits), "")], untar_command(remote_dir))
 
 
-def _check_member(root: Path, path: Path) -> None:
-    mode = path.lstat().st_mode
-    if stat.S_ISLNK(mode):
-        target = os.path.realpath(path)
-        if os.path.commonpath([root, target]) != str(root):
-            raise UnsafeCaseFolder(
-                f"symlink {path} points outside the case folder (to {target}); "
-                "copy the file into the folder instead of linking to it"
-            )
-    elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise UnsafeCaseFolder(f"{path} is a special file (fifo, socket or device); only files can be sent")
+def write_folders(folders: list[tuple[FolderManifest, str]], out: BinaryIO) -> dict[str, str]:
+    """Listed folders ``(manifest, name)`` in one tar stream, each under its top-level ``name``
+    (``""``: at the top); return ``{name: why it is damaged}`` for those that changed.
 
-
-def write_tar(local_dir: Path, out: BinaryIO, members: list[Path] | None = None) -> None:
-    """Write the contents of ``local_dir`` to ``out`` as a tar stream (pax format, relative names).
-
-    ``members`` is the checked list from ``case_members``; it is computed when not given.
     Small pieces (headers, small files) are gathered into 1 MB writes and big files go
     straight from disk to ``out`` in 1 MB reads: tarfile's own stream writer copies every
-    byte twice more, which took a third of the Python time of a 200 MB upload. Links stay links,
-    rewritten as the relative path to what they resolve to so they still point inside once
-    the folder lives elsewhere. Owners are left out so files belong to whoever unpacks them.
+    byte twice more, which took a third of the Python time of a 200 MB upload. Owners are
+    left out so files belong to whoever unpacks them; setuid, setgid and sticky bits too.
     """
-    write_folders([(local_dir, case_members(local_dir) if members is None else members, "")], out)
-
-
-def write_folders(folders: list[tuple[Path, list[Path], str]], out: BinaryIO) -> None:
-    """Several checked folders ``(local_dir, members, name)`` in one tar stream, each under
-    its top-level ``name`` (``""``: at the top), so a batch of cases costs one transfer."""
     stream = _Gather(out)
-    for local_dir, members, name in folders:
-        root = Path(os.path.realpath(local_dir))
-        if name:
-            stream.write(_header(_folder_info(name)))
-        for path in members:
-            info = _tar_info(root, path, name)
-            stream.write(_header(info))
-            if info.isreg():
-                _write_data(path, info.size, stream)
+    damaged = {}
+    for manifest, name in folders:
+        problem = _write_folder(manifest, name, stream)
+        if problem is not None:
+            damaged[name] = problem
     stream.write(bytes(2 * tarfile.BLOCKSIZE))  # end-of-archive marker
     stream.flush()
+    return damaged
+
+
+class _Changed(Exception):
+    """The folder is not what was listed any more; the message says how."""
+
+
+def _write_folder(manifest: FolderManifest, name: str, stream: _Gather) -> str | None:
+    if name:
+        stream.write(_header(_info(name, tarfile.DIRTYPE, CASE_FOLDER_MODE, int(time.time()))))
+    open_dirs: list[tuple[tuple[str, ...], int]] = []
+    try:
+        identity = (manifest.dev, manifest.ino, stat.S_IFDIR)
+        root = _open_listed(manifest.path, None, DIR_FLAGS, "the case folder", identity)
+        open_dirs.append(((), root))
+        for entry in manifest.entries:
+            while open_dirs[-1][0] != entry.parts[:-1]:
+                os.close(open_dirs.pop()[1])
+            parent = open_dirs[-1][1]
+            member = f"{name}/{entry.relative}" if name else entry.relative
+            if entry.kind == "dir":
+                fd = _open_entry(entry, parent, DIR_FLAGS)
+                open_dirs.append((entry.parts, fd))
+                stream.write(_header(_info(member, tarfile.DIRTYPE, entry.mode, entry.mtime)))
+            elif entry.kind == "file":
+                _send_file(entry, parent, member, stream)
+            else:
+                _check_link(entry, parent)
+                stream.write(_header(_info(member, tarfile.SYMTYPE, entry.mode, entry.mtime, entry.target)))
+    except _Changed as changed:
+        return str(changed)
+    finally:
+        for _parts, fd in open_dirs:
+            os.close(fd)
+    return None
+
+
+def _open_listed(path, parent: int | None, flags: int, what: str, identity: tuple[int, int, int]) -> int:
+    """Open ``path`` (relative to ``parent``, with no-follow ``flags``); it must be the listed
+    file: same (dev, ino), and same kind, since a freed inode number is soon given again."""
+    try:
+        fd = os.open(path, flags, dir_fd=parent)
+    except OSError as error:
+        raise _Changed(_reason(what, error)) from error
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode)) != identity:
+        os.close(fd)
+        raise _Changed(f"{what} changed while it was being sent")
+    return fd
+
+
+def _open_entry(entry: Entry, parent: int, flags: int) -> int:
+    identity = (entry.dev, entry.ino, stat.S_IFMT(entry.mode))
+    return _open_listed(entry.parts[-1], parent, flags, shown(entry.relative), identity)
+
+
+def _reason(what: str, error: OSError) -> str:
+    if error.errno in _CHANGED:
+        return f"{what} changed while it was being sent"
+    return f"{what} could not be read: {error.strerror}"
+
+
+def _check_link(entry: Entry, parent: int) -> None:
+    what = shown(entry.relative)
+    try:
+        same = entry.same_file(os.stat(entry.parts[-1], dir_fd=parent, follow_symlinks=False))
+        same = same and os.readlink(entry.parts[-1], dir_fd=parent) == entry.target
+    except OSError as error:
+        raise _Changed(_reason(what, error)) from error
+    if not same:
+        raise _Changed(f"{what} changed while it was being sent")
+
+
+def _send_file(entry: Entry, parent: int, member: str, stream: _Gather) -> None:
+    """Header and exactly ``entry.size`` bytes, zero-padded if the file shrank or failed."""
+    fd = _open_entry(entry, parent, FILE_FLAGS)
+    problem = None
+    try:
+        stream.write(_header(_info(member, tarfile.REGTYPE, entry.mode, entry.mtime, size=entry.size)))
+        remaining = entry.size
+        while remaining:
+            try:
+                chunk = os.read(fd, min(CHUNK, remaining))
+            except OSError as error:
+                problem, chunk = _reason(shown(entry.relative), error), b""
+            if not chunk:
+                problem = problem or f"{shown(entry.relative)} shrank while it was being sent"
+                _pad(stream, remaining)
+                break
+            stream.write(chunk)
+            remaining -= len(chunk)
+        stream.write(bytes(-entry.size % tarfile.BLOCKSIZE))
+        if problem is None and os.fstat(fd).st_size != entry.size:
+            problem = f"{shown(entry.relative)} changed while it was being sent"
+    finally:
+        os.close(fd)
+    if problem is not None:
+        raise _Changed(problem)
+
+
+def _pad(stream: _Gather, size: int) -> None:
+    zeros = memoryview(bytes(min(size, CHUNK)))
+    while size:
+        stream.write(zeros[: min(size, CHUNK)])
+        size -= min(size, CHUNK)
+
+
+def _info(name: str, kind: bytes, mode: int, mtime: int, linkname: str = "", size: int = 0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime = kind, stat.S_IMODE(mode) & 0o777, mtime
+    info.linkname, info.size = linkname, size
+    return info
 
 
 def _header(info: tarfile.TarInfo) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-def _folder_info(name: str) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
-    return info
 
 
 class _Gather:
@@ -163,39 +257,10 @@ class _Gather:
             self._pending.clear()
 
 
-def _tar_info(root: Path, path: Path, prefix: str = "") -> tarfile.TarInfo:
-    st = path.lstat()
-    relative = path.relative_to(root).as_posix()
-    info = tarfile.TarInfo(f"{prefix}/{relative}" if prefix else relative)
-    info.mode = stat.S_IMODE(st.st_mode)
-    info.mtime = int(st.st_mtime)
-    if stat.S_ISLNK(st.st_mode):
-        info.type = tarfile.SYMTYPE
-        info.linkname = os.path.relpath(os.path.realpath(path), start=path.parent)
-    elif stat.S_ISDIR(st.st_mode):
-        info.type = tarfile.DIRTYPE
-    else:
-        info.size = st.st_size
-    return info
-
-
-def _write_data(path: Path, size: int, stream: _Gather) -> None:
-    """Exactly ``size`` bytes of the file (the size its header announced), then block padding."""
-    remaining = size
-    with open(path, "rb", buffering=0) as data:
-        while remaining:
-            chunk = data.read(min(CHUNK, remaining))
-            if not chunk:
-                raise OSError(f"{path} shrank while it was being sent")
-            stream.write(chunk)
-            remaining -= len(chunk)
-    stream.write(bytes(-size % tarfile.BLOCKSIZE))
-
-
 class CountingReader:
     """A ``read(n)`` stream that reports the bytes read so far (download progress)."""
 
-    def __init__(self, stream: BinaryIO, progress: ProgressCallback | None):
+    def __init__(self, stream, progress: ProgressCallback | None):
         self._stream, self._progress, self.received = stream, progress, 0
 
     def read(self, size: int = -1) -> bytes:
@@ -206,47 +271,42 @@ class CountingReader:
         return data
 
 
-def extract_tar(stream: BinaryIO, dest: Path) -> None:
-    """Unpack a tar stream read from ``stream`` into the existing folder ``dest``.
+class Uploads:
+    """``upload_dir`` and ``upload_tree`` of a transport that can run a command fed by a tar writer
+    (``_send_tar``): both transports send folders the same way, they differ only in how tar runs.
 
-    The ``data`` filter refuses absolute paths, ``..``, links leading out and special
-    files; such an archive raises ``UnsafeCaseFolder``. A stream that is not a complete
-    tar archive raises ``BadOutput``; the caller prefers tar's own failure when it has one.
+    A folder is listed before anything is sent, so an unsafe one changes nothing remotely.
     """
-    try:
-        with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK, copybufsize=CHUNK) as tar:
-            tar.extractall(dest, filter="data")
-    except tarfile.FilterError as error:
-        raise UnsafeCaseFolder(f"refused to unpack {error.tarinfo.name!r}: {error}") from error
-    except tarfile.TarError as error:
-        raise BadOutput(f"the tar stream could not be read: {error}") from error
 
+    def _send_tar(self, command: str, write: Callable[[BinaryIO], None], progress: ProgressCallback | None):
+        raise NotImplementedError
 
-@contextmanager
-def staged_dir(local_dir: Path) -> Iterator[Path]:
-    """Yield an empty folder beside ``local_dir`` that replaces it when the block succeeds.
+    def upload_dir(
+        self,
+        local_dir: Path,
+        remote_dir: str,
+        *,
+        progress: ProgressCallback | None = None,
+        limits: ScanLimits | None = None,
+    ) -> None:
+        """Copy ``local_dir`` into ``remote_dir`` (created) as one tar stream; ``UnsafeCaseFolder``
+        if it is unsafe, or changed while it was sent."""
+        upload = dir_upload(local_dir, remote_dir, limits or ScanLimits())
+        self._send_tar(upload.command, upload.write, progress)
+        if upload.problems:
+            raise UnsafeCaseFolder(upload.problems[""])
 
-    The swap is two renames (``local_dir`` to ``.name.outgoing``, ``.name.incoming`` to
-    ``local_dir``), so for an instant ``local_dir`` does not exist. The staging names are
-    fixed, so the next attempt finds what a crash left: a swap cut between its renames is
-    finished first (the incoming folder was complete), other leftovers are removed, and a
-    retry ends with the same result. Two downloads into one folder at once are not supported.
-    """
-    local_dir = Path(local_dir)
-    incoming = local_dir.with_name(f".{local_dir.name}.incoming")
-    outgoing = local_dir.with_name(f".{local_dir.name}.outgoing")
-    if outgoing.exists() and incoming.exists() and not local_dir.exists():
-        incoming.rename(local_dir)
-    for leftover in (incoming, outgoing):
-        shutil.rmtree(leftover, ignore_errors=True)
-    local_dir.parent.mkdir(parents=True, exist_ok=True)
-    incoming.mkdir()
-    try:
-        yield incoming
-    except BaseException:
-        shutil.rmtree(incoming, ignore_errors=True)
-        raise
-    if local_dir.exists():
-        local_dir.rename(outgoing)
-    incoming.rename(local_dir)
-    shutil.rmtree(outgoing, ignore_errors=True)
+    def upload_tree(
+        self,
+        folders: list[tuple[Path | FolderManifest, str]],
+        remote_base: str,
+        *,
+        progress: ProgressCallback | None = None,
+        limits: ScanLimits | None = None,
+    ) -> dict[str, str]:
+        """Replace the folders ``remote_base/<name>`` with the local ones, all in one tar stream;
+        return the folders that were unsafe or changed while sent (see ``Transport``)."""
+        upload = tree_upload(folders, remote_base, limits or ScanLimits())
+        if upload.command is not None:
+            self._send_tar(upload.command, upload.write, progress)
+        return upload.problems

@@ -60,7 +60,7 @@ def run(bench: Bench, result: ScenarioResult) -> None:
 
 
 def make_cases(n: int) -> None:
-    host = HpcHost.objects.create(name="s5", hostname="local", base_dir="/remote/cases")
+    host = HpcHost.objects.create(name="s5", hostname="localhost", base_dir="/remote/cases")
     groups = [GpuGroup.objects.create(host=host, name=f"gpu{g}", pueue_group=f"gpu{g}") for g in range(8)]
     prefix, statuses = label_prefix(), itertools.cycle(MIX)
     cases = []

@@ -1,5 +1,6 @@
-"""The benchmark's world: Django on a throw-away SQLite file, a real sshd on loopback, sandbox
-pueue daemons, and the OpenSSH client commands of the naive path.
+"""The benchmark's world: Django on a throw-away SQLite file, a real sshd on loopback, pueue
+daemons (the sandbox stand-in, and real pueue from ``MQIC_REAL_PUEUE_BIN``), and the OpenSSH
+client commands of the naive path.
 
 Importing this module does not touch Django; ``setup_django`` must run before any module that
 imports models (the scenarios), since the database is chosen through the environment.
@@ -9,21 +10,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from resources.sandbox import pueue_sandbox
+from sandbox import pueue_sandbox
 from tests.support.sshd import LOOPBACK, SshServer
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def setup_django(workdir: Path) -> None:
-    """Point Django at a new SQLite file in ``workdir`` (the environment decides the database
-    and the inbox, so child processes started later inherit the same) and migrate it."""
-    os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
+def setup_django(workdir: Path, database_url: str = "") -> None:
+    """Point Django at ``database_url``, by default a new SQLite file in ``workdir`` (the environment
+    decides the database and the inbox, so child processes started later inherit the same) and
+    migrate it."""
+    os.environ["DATABASE_URL"] = database_url or f"sqlite:///{workdir / 'bench.sqlite3'}"
     os.environ["DJANGO_SETTINGS_MODULE"] = "mqic_site.settings"
+    os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
     os.environ["MQIC_NEW_CASES_DIR"] = str(workdir / "new_cases")
     os.environ["MQIC_RESULTS_DIR"] = str(workdir / "results")
     os.environ.setdefault("MQIC_LOG_LEVEL", "WARNING")
@@ -75,6 +79,11 @@ class Bench:
         remote = f"{self.sshd.username}@{LOOPBACK}:{dest}"
         return ["scp", *self._options(), "-q", "-r", "-P", str(self.sshd.port), *map(str, sources), remote]
 
+    def scp_back(self, source: str, dest: Path) -> list[str]:
+        """``scp -r`` of the remote folder ``source`` to the local ``dest`` (made, or filled if it exists)."""
+        remote = f"{self.sshd.username}@{LOOPBACK}:{source}"
+        return ["scp", *self._options(), "-q", "-r", "-P", str(self.sshd.port), remote, str(dest)]
+
 
 @contextlib.contextmanager
 def bench_sandbox(groups: dict[str, int], *, paused: bool = False) -> Iterator[tuple[object, str]]:
@@ -94,6 +103,37 @@ def bench_sandbox(groups: dict[str, int], *, paused: bool = False) -> Iterator[t
         yield box, box.pueue
     finally:
         box.cleanup()
+
+
+@contextlib.contextmanager
+def bench_real_pueue(groups: dict[str, int], *, paused: bool = False) -> Iterator[tuple[object, str]]:
+    """A private real pueued (``tests.support.hpc.RealPueue``) with these groups; yields it and the
+    ``pueue`` command to give MQIC (its wrapper, which records every add)."""
+    from tests.support.hpc import RealPueue
+
+    box = RealPueue()
+    try:
+        for name, parallel in groups.items():
+            box.cli("group", "add", name, "-p", str(parallel))
+            if paused:
+                box.cli("pause", "-g", name)
+        yield box, box.pueue
+    finally:
+        box.cleanup()
+
+
+REMOTES = {"sandbox": bench_sandbox, "real": bench_real_pueue}
+"""The two remotes a scenario can run against, by the name its figures carry."""
+
+
+def real_pueue_available() -> bool:
+    from tests.support.hpc import RealPueueMissing, real_pueue_bin
+
+    try:
+        real_pueue_bin()
+    except RealPueueMissing:
+        return False
+    return True
 
 
 def _check(response: dict) -> None:

@@ -31,11 +31,12 @@ from cases.models import Case, CaseStatus
 from cases.services import monitoring, reconciliation
 from cases.services.jobs import job_command, remote_dir
 from cases.services.labels import label_prefix
+from resources import contact
 from resources.models import GpuGroup, HpcHost
 from resources.remote import ssh
 from resources.remote.pueue import PueueClient
 from resources.remote.pueue_state import PueueState, parse_status
-from resources.sandbox import pueue_sandbox
+from sandbox import pueue_sandbox
 
 from .env import Bench
 from .measure import counting_queries, median_seconds
@@ -49,7 +50,7 @@ MB = 1_000_000
 
 STAND_IN = """#!/bin/sh
 # Stand-in remote pueue for the benchmark: answers `status --json` with a prepared state.
-[ "$*" = "status --json" ] && exec cat {state}
+case "$*" in "status --json"|"--color never status --json") exec cat {state} ;; esac
 echo "stand-in pueue: only 'status --json' is served" >&2
 exit 2
 """
@@ -162,7 +163,7 @@ class TaskMaker:
             "result": "Success" if status == "Done" else None,
             "status": status,
             "command": job_command("run.sh", str(task_id % 8)),
-            "path": remote_dir(self.host, label),
+            "path": remote_dir(self.host, label, f"t{task_id}"),
             "envs": self.envs | {"PUEUE_GROUP": group, "PUEUE_WORKER_ID": "0"},
             "group": group,
             "label": label,
@@ -203,13 +204,14 @@ def replaying(text: str) -> Iterator[None]:
         def status(self, group: str | None = None) -> PueueState:
             return parse_status(text)
 
-    def replay_for(host: HpcHost) -> PueueClient:
-        return Replay(transport=None, command=host.pueue_command)
+    class NoConnection:
+        def close(self) -> None:
+            """The contact hangs up at its end: there is nothing to close."""
 
-    with (
-        mock.patch.object(monitoring, "pueue_for", replay_for),
-        mock.patch.object(reconciliation, "pueue_for", replay_for),
-    ):
+    def replay_for(host: HpcHost) -> PueueClient:
+        return Replay(transport=NoConnection(), command=host.pueue_command)
+
+    with mock.patch.object(contact, "pueue_for", replay_for):
         yield
 
 

@@ -1,9 +1,10 @@
-"""``python -m tests.bench.run [--quick] [--only 1,3] [--profile]``: the benchmark of issue 7.
+"""``python -m tests.bench.run [--quick] [--only 1,3] [--profile]``: the benchmark of issues 7, 13 and 15.
 
-Sets up its own world (a throw-away SQLite database, a real sshd and sandbox pueue daemons on
-loopback), runs the scenarios, tears the world down, prints the table and writes
-``bench-results/bench.json``. It exits non-zero only when a scenario could not be measured;
-a missed target is a finding, reported in the table, not a failure of the command.
+Sets up its own world (a throw-away SQLite database, a real sshd, sandbox and real pueue daemons
+on loopback; scenario 9 runs in a child process on PostgreSQL and Redis), runs the scenarios,
+tears the world down, prints the table and writes ``bench-results/bench.json``. It exits
+non-zero only when a scenario could not be measured; a missed target is a finding, reported in
+the table, not a failure of the command.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ SCENARIOS = {
     4: "inbox",
     5: "admin_list",
     6: "latency",
+    7: "finish",
+    8: "hygiene_state",
+    9: "lifecycle",
 }
 RESULTS = env.REPO / "bench-results"
 

@@ -42,3 +42,11 @@ def mqic_dirs(tmp_path, settings):
     settings.MQIC_NEW_CASES_DIR.mkdir()
     settings.MQIC_CLOCK_SKEW_SECONDS = 5
     return settings
+
+
+@pytest.fixture
+def plain_static(settings):
+    """No collectstatic in tests: plain static URLs instead of the manifest's."""
+    settings.STORAGES = settings.STORAGES | {
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    }

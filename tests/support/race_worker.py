@@ -2,7 +2,8 @@
 
 Run as ``python -m tests.support.race_worker <case ids> <barrier dir> <workers>``: each
 worker, once Django is set up, marks itself ready in the barrier folder and waits for all
-the others, so that they really collide however slow the machine is.
+the others, so that they really collide however slow the machine is; each starts at a place
+of its own in the list and pauses between rows, so the collisions are spread over all rows.
 """
 
 import json
@@ -24,10 +25,14 @@ def main() -> None:
     case_ids = [int(x) for x in sys.argv[1].split(",")]
     barrier, workers = Path(sys.argv[2]), int(sys.argv[3])
     (barrier / str(os.getpid())).touch()
-    while len(list(barrier.iterdir())) < workers:
+    while len(ready := sorted(entry.name for entry in barrier.iterdir())) < workers:
         time.sleep(0.005)
+    # Each worker starts at its own place in the list and pauses between rows, so that a worker the
+    # scheduler runs first cannot take every row before its peers wake from the barrier.
+    start = ready.index(str(os.getpid())) * len(case_ids) // workers
     won_cases, won_groups = [], []
-    for case_id in case_ids:
+    for case_id in case_ids[start:] + case_ids[:start]:
+        time.sleep(0.002)
         if transition(case_id, CaseStatus.SUBMITTED, CaseStatus.SUBMITTING, reason=f"race {os.getpid()}"):
             won_cases.append(case_id)
         group = lock_free_group(holder_id=case_id + 1_000_000 * os.getpid())

@@ -1,6 +1,6 @@
 """A real OpenSSH server on 127.0.0.1 for tests, in a temporary folder of its own.
 
-Recipe and costs: /work/shared/notes/sshd-on-loopback.md. The server runs in the
+Recipe and costs: docs/sshd-on-loopback.md. The server runs in the
 foreground (``sshd -D``) as our child, so stopping it can reap it even where PID 1 does
 not reap orphans. A missing sshd is installed with apt-get rather than skipped: the
 transport tests are worthless without a real server.

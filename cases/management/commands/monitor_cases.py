@@ -1,10 +1,10 @@
 from django.core.management.base import BaseCommand
 
-from cases import tasks
+from cases.services import passes
 
 
 class Command(BaseCommand):
     help = "Run one monitoring pass: finish cases whose pueue tasks ended, fetch results."
 
     def handle(self, *args, **options):
-        self.stdout.write(tasks.monitor())
+        self.stdout.write(passes.run("monitor", trigger="monitor_cases").summary)

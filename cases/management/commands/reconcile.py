@@ -1,7 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from cases import tasks
-from cases.services.reconciliation import reconcile_pass
+from cases.services import passes
 
 
 class Command(BaseCommand):
@@ -11,4 +10,4 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Say what would change; change nothing.")
 
     def handle(self, *args, dry_run=False, **options):
-        self.stdout.write(str(reconcile_pass(dry_run=True)) if dry_run else tasks.reconcile())
+        self.stdout.write(passes.run("reconcile", trigger="reconcile command", dry_run=dry_run).summary)

@@ -1,10 +1,10 @@
 from django.core.management.base import BaseCommand
 
-from cases import tasks
+from cases.services import passes
 
 
 class Command(BaseCommand):
     help = "Register new complete case folders from the inbox, once."
 
     def handle(self, *args, **options):
-        self.stdout.write(tasks.scan())
+        self.stdout.write(passes.run("scan", trigger="scan_cases").summary)

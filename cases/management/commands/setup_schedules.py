@@ -1,10 +1,10 @@
 from django.core.management.base import BaseCommand
 
-from cases.services.schedules import setup_schedules
+from cases.services.passes import setup_schedules
 
 
 class Command(BaseCommand):
-    help = "Create or update the django-q2 schedules for scan, submit, monitor and reconcile (idempotent)."
+    help = "Create or update the django-q2 schedules of every pass (idempotent)."
 
     def handle(self, *args, **options):
         for schedule in setup_schedules():

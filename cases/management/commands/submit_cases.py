@@ -1,10 +1,10 @@
 from django.core.management.base import BaseCommand
 
-from cases import tasks
+from cases.services import passes
 
 
 class Command(BaseCommand):
     help = "Run one submission pass: lock GPU groups, upload, add to pueue."
 
     def handle(self, *args, **options):
-        self.stdout.write(tasks.submit())
+        self.stdout.write(passes.run("submit", trigger="submit_cases").summary)

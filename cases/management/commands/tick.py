@@ -2,7 +2,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from cases.services.schedules import enqueue_due_passes
+from cases.services import passes
 
 
 class Command(BaseCommand):
@@ -13,6 +13,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, every=3.0, **options):
         while True:
-            if due := enqueue_due_passes():
+            if due := passes.enqueue_due():
                 self.stdout.write(f"enqueued {', '.join(due)}")
             time.sleep(every)

@@ -2,9 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from resources.connections import pueue_for, record_contact
+from resources.contact import contact
 from resources.models import HpcHost
-from resources.remote.errors import RemoteError
 
 
 class Command(BaseCommand):
@@ -20,12 +19,10 @@ class Command(BaseCommand):
             raise CommandError(f"no HPC host named {host!r}" if host else "no enabled HPC host; run configure_hpc")
         states, failed = {}, False
         for row in hosts:
-            try:
-                states[row.name] = pueue_for(row).status()
-                record_contact(row)
-            except RemoteError as error:
-                record_contact(row, error)
-                self.stderr.write(f"{row.name}: {error}")
+            with contact(row, force=True) as link:
+                states[row.name] = link.queue.state()
+            if link.failed:
+                self.stderr.write(f"{row.name}: {link.error}")
                 failed = True
         self.stdout.write(self.as_json(states) if options["json"] else self.as_table(states))
         if failed:

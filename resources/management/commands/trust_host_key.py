@@ -15,11 +15,19 @@ class Command(BaseCommand):
 
     def handle(self, *args, host=None, replace=False, yes=False, **options):
         row = self.pick(host)
+        if row.is_local:
+            self.stdout.write(f"{row.name} runs on this machine: no SSH key is involved")
+            return
         try:
             key = hostkeys.offered_key(row)
         except OutcomeUnknown as error:
             raise CommandError(str(error)) from error
         self.stdout.write(f"{row.name} ({row.hostname}:{row.port}) offers {key.key_type} {key.fingerprint}")
+        found = hostkeys.check(row, key)
+        if found.state == "mismatch":
+            self.stdout.write(found.describe(row))
+            if not replace:
+                raise CommandError(f"MISMATCH: not trusted. Run again with --replace to trust {key.fingerprint}.")
         if not yes and input("Trust this key? Compare it with the host's administrators first. [y/N] ") != "y":
             raise CommandError("not trusted")
         try:

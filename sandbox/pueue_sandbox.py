@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """SANDBOX stand-in for pueue -- for MQIC's tests and local demo ONLY, never production.
 
-Real pueue cannot be installed on the development machines, so this single standard-library
-file (Python 3.9+, copyable onto any host) plays the "remote HPC" queue: a daemon (the pueued
-analogue) and a CLI that answers like ``pueue`` 4.0.4 or 3.4.1 where a client depends on it
-(see /work/shared/pueue/FORMATS.md). It adds no convenience the real pueue lacks: if a client
-works only thanks to this file, it will break on a real cluster.
+This single standard-library file (Python 3.9+, copyable onto any host) plays the "remote HPC"
+queue: a daemon (the pueued analogue) and a CLI that answers like ``pueue`` 4.0.4 or 3.4.1 where a
+client depends on it (docs/pueue-formats.md), byte for byte where MQIC reads it, error reports
+included. It runs wherever Python does, starts tasks at once (pueued ticks every 300 ms), and has
+fault hooks and evidence files real pueue lacks; it adds no convenience a client could come to
+need: tests/test_pueue_conformance.py runs MQIC's client against it and against real pueue side
+by side, and any difference is a bug here.
 
 Usage
     pueue_sandbox.py daemon [--state-dir D] [--version 4.0.4|3.4.1] [-d]
         Run the daemon; ``-d`` detaches it and returns once it answers requests.
     pueue_sandbox.py install --bin-dir B --state-dir D [--version V]
         Write ``B/pueue``, a shell wrapper running this file against state dir D.
-    pueue_sandbox.py [SUBCOMMAND ...]          (normally through the ``pueue`` wrapper)
+    pueue_sandbox.py [--color auto|always|never] [SUBCOMMAND ...]   (normally via the wrapper)
         add [-l LABEL] [-g GROUP] [-w DIR] [-p] -- COMMAND...
         status [--json] [-g GROUP]             (no subcommand at all = status)
         kill [IDS...] [-g GROUP] [-s SIGNAL]   (no ids: the whole default group!)
@@ -26,14 +28,19 @@ Usage
 Versions
     ``--version`` of the daemon (else env PUEUE_SANDBOX_VERSION, else 4.0.4) picks the JSON
     schema of ``status``/``log``/``group``. The CLI takes its version from PUEUE_SANDBOX_VERSION
-    (the wrapper bakes it in): it decides ``--version`` and where failures go (4.x stderr,
-    3.x stdout). A wrapper and a daemon of different versions behave like a mismatched real pair.
+    (the wrapper bakes it in): it decides ``--version``, where failures go (4.x stderr, 3.x stdout)
+    and how the client's own errors look: 4.x prints color-eyre's report, ANSI colours, Location
+    and backtrace hint included whatever ``--color`` says, as real pueue 4.0.4 does; 3.x anyhow's
+    "Error: ... Caused by:". A wrapper and a daemon of different versions behave like a mismatched
+    real pair.
 
 State dir (``--state-dir``, else env PUEUE_SANDBOX_DIR, else ~/.local/share/pueue-sandbox)
     pueue.yml       written by the first daemon start; without it the CLI answers "Couldn't find
                     a configuration file. Did you start the daemon yet?", like pueue.
     pueue.socket    the daemon's unix socket: one JSON request and one JSON response per
-                    connection. No socket or nobody listening = "Did you start it?".
+                    connection. No socket or nobody listening = "Did you start it?", ending with
+                    "No such file or directory" after a clean stop (the daemon removes it) and
+                    "Connection refused" after a SIGKILL (the file stays), like pueue.
     state.json      tasks and groups (internal format, written atomically by rename).
     daemon.pid      the daemon's pid, written once it listens; daemon.lock (flock) proves it lives.
     daemon.log      the detached daemon's stdout and stderr.
@@ -98,6 +105,7 @@ MAX_SOCKET_PATH = 100  # sun_path holds 104 bytes on macOS, 108 on Linux
 READY_TIMEOUT = 10.0
 HANG_SECONDS = 3600
 ACTIVE = ("Running", "Paused")
+COLORS = ("auto", "always", "never")
 
 # pueue's Signal enum accepts these spellings (case-insensitive); the numbers are Linux's.
 SIGNALS = {
@@ -139,7 +147,36 @@ class UsageError(Exception):
 
 
 class ClientError(Exception):
-    """A failure the pueue client reports itself, as ``Error: ...`` on stderr (exit 1)."""
+    """A failure the pueue client reports itself on stderr (exit 1): its chain of causes, outermost
+    first, and the place in pueue's source that 4.x's color-eyre report names."""
+
+    def __init__(self, *causes: str, location: str) -> None:
+        super().__init__(*causes)
+        self.causes = causes
+        self.location = location
+
+    def report(self, version: str) -> str:
+        """4.x: color-eyre's report, in colour even with ``--color never`` (pueue installs it that
+        way), with its Location and backtrace hint. 3.x: anyhow's ``Error: ... Caused by:``."""
+        if version.startswith("3."):
+            first, *rest = self.causes
+            caused = "".join(f"\n    {n}: " + cause.replace("\n", "\n       ") for n, cause in enumerate(rest))
+            return f"Error: {first}" + (f"\n\nCaused by:{caused}" if rest else "")
+        lines = ["Error: "]
+        for n, cause in enumerate(self.causes):
+            lines += [f"   {n}: {part}" for part in f"\x1b[91m{cause}\x1b[0m".split("\n")]
+        path, line = self.location.split(":")
+        return "\n".join(
+            [
+                *lines,
+                "",
+                "Location:",
+                f"   \x1b[35m{path}\x1b[0m:\x1b[35m{line}\x1b[0m",
+                "",
+                "Backtrace omitted. Run with RUST_BACKTRACE=1 environment variable to display it.",
+                "Run with RUST_BACKTRACE=full to include source snippets.",
+            ]
+        )
 
 
 # ---------------------------------------------------------------------------- state dir
@@ -197,13 +234,15 @@ class StateDir:
 
 
 def rfc3339(ns: int) -> str:
-    """A local time as chrono/serde write it: 0, 3, 6 or 9 fraction digits and ``+HH:MM``."""
+    """A local time as chrono/serde write it: 0, 3, 6 or 9 fraction digits, then ``Z`` for a zero
+    offset (as on a UTC host) or ``+HH:MM``."""
     import datetime
 
     seconds, nanos = divmod(ns, 1_000_000_000)
     local = datetime.datetime.fromtimestamp(seconds).astimezone()
     offset = local.strftime("%z")
-    return f"{local:%Y-%m-%dT%H:%M:%S}{_fraction(nanos)}{offset[:3]}:{offset[3:]}"
+    zone = "Z" if offset == "+0000" else f"{offset[:3]}:{offset[3:]}"
+    return f"{local:%Y-%m-%dT%H:%M:%S}{_fraction(nanos)}{zone}"
 
 
 def _fraction(nanos: int) -> str:
@@ -472,8 +511,7 @@ class Daemon:
 
         worker_id = self._free_worker_id(task["group"])
         envs = dict(task["envs"], PUEUE_GROUP=task["group"], PUEUE_WORKER_ID=str(worker_id))
-        start_ns = time.time_ns()
-        task.update(start=rfc3339(start_ns), worker_id=worker_id)
+        task["worker_id"] = worker_id
         with open(self.paths.log(task["id"]), "wb") as log:
             try:
                 child = subprocess.Popen(
@@ -488,12 +526,18 @@ class Daemon:
             except OSError as err:
                 message = f"Failed to spawn child {task['id']} with err: {rust_io_debug(err)}"
                 log.write(f"Pueue error, failed to spawn task. Check your command.\n{message}".encode())
-                self._event("start", task, start_ns)
-                self._finish(task, {"FailedToSpawn": message}, end_ns=start_ns)
+                self._started(task)
+                self._finish(task, {"FailedToSpawn": message})  # pueue reads the clock twice, too
                 return
         # Like pueue, the task keeps the environment it was started with.
         task.update(status="Running", envs=envs, pid=child.pid)
         self.children[task["id"]] = child
+        self._started(task)
+
+    def _started(self, task: dict) -> None:
+        """Like pueue, the start time is read once the spawn has been tried."""
+        start_ns = time.time_ns()
+        task["start"] = rfc3339(start_ns)
         self._event("start", task, start_ns)
 
     def _free_worker_id(self, name: str) -> int:
@@ -508,8 +552,8 @@ class Daemon:
             self._finish(self.tasks[task_id], exit_result(child.returncode))
         return bool(finished)
 
-    def _finish(self, task: dict, result: object, end_ns: int | None = None) -> None:
-        end_ns = end_ns or time.time_ns()
+    def _finish(self, task: dict, result: object) -> None:
+        end_ns = time.time_ns()
         task.update(status="Done", result=result, end=rfc3339(end_ns), pid=None)
         self._event("end", task, end_ns)
 
@@ -912,7 +956,8 @@ def run_client(request: dict, version: str) -> int:
     """Send one request to the daemon and print its answer where pueue would."""
     paths = StateDir()
     if not os.path.exists(paths.config):
-        raise ClientError("Couldn't find a configuration file. Did you start the daemon yet?")
+        no_config = "Couldn't find a configuration file. Did you start the daemon yet?"
+        raise ClientError(no_config, location="pueue/src/bin/pueue.rs:61")
     if request["cmd"] == "add":
         request.update(path=add_path(request.pop("working_directory"), version), envs=captured_env())
         if paths.fault("hang_before_add"):
@@ -920,9 +965,10 @@ def run_client(request: dict, version: str) -> int:
     try:
         response = send_request(paths, request)
     except OSError as err:
-        raise ClientError(connection_error(paths, err)) from err
-    except ValueError as err:
-        raise ClientError("The daemon closed the connection without an answer.") from err
+        raise connection_error(paths, err) from err
+    except ValueError as err:  # the daemon went away after reading the request
+        cause = "I/O error while reading request size header:\nfailed to fill whole buffer"
+        raise ClientError(cause, location="pueue/src/client/commands/add.rs:73") from err
     if request["cmd"] == "add" and paths.fault("hang_after_add"):
         return hang()
     if response["ok"]:
@@ -945,7 +991,11 @@ def add_path(working_directory: str | None, version: str) -> str:
         return os.getcwd()
     if version.startswith("4.") and not os.path.exists(working_directory):
         missing = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
-        raise ClientError(f"Failed to find working directory {working_directory}: {rust_io_display(missing)}")
+        raise ClientError(
+            "Failed to canonicalize given working directory path",
+            rust_io_display(missing),
+            location="pueue/src/client/commands/add.rs:42",
+        )
     return os.path.realpath(working_directory)
 
 
@@ -964,13 +1014,31 @@ def send_request(paths: StateDir, request: dict, timeout: float | None = None) -
         return json.loads(receive_all(connection))
 
 
-def connection_error(paths: StateDir, err: OSError) -> str:
-    """pueue's anyhow error chain for a daemon that is not there (it ends with the OS error)."""
-    return (
-        "Failed to initialize client.\n\nCaused by:\n    0: Failed to initialize stream.\n"
-        f"    1: I/O error at path {rust_debug_str(paths.socket)} while connecting to daemon. "
-        f"Did you start it?:\n       {rust_io_display(err)}"
+def connection_error(paths: StateDir, err: OSError) -> ClientError:
+    """pueue's error chain for a daemon that is not there: it ends with the OS error, "No such file
+    or directory" after a clean stop (the socket is gone), "Connection refused" after a SIGKILL."""
+    return ClientError(
+        "Failed to initialize client.",
+        "Failed to initialize stream.",
+        f"I/O error at path {rust_debug_str(paths.socket)} while connecting to daemon. Did you start it?:\n"
+        + rust_io_display(err),
+        location="pueue_lib/src/network/client.rs:85",
     )
+
+
+def strip_global_options(argv: list[str]) -> list[str]:
+    """Consume the global options a client puts before the subcommand (clap takes ``--color``
+    nowhere else); only colours are known, and the stand-in prints none in its normal output."""
+    rest = list(argv)
+    while rest and (rest[0] == "--color" or rest[0].startswith("--color=")):
+        _, equals, value = rest.pop(0).partition("=")
+        if not equals:
+            if not rest:
+                raise UsageError("a value is required for '--color <COLOR>' but none was supplied")
+            value = rest.pop(0)
+        if value not in COLORS:
+            raise UsageError(f"invalid value '{value}' for '--color <COLOR>'")
+    return rest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -980,6 +1048,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pueue sandbox: PUEUE_SANDBOX_VERSION must be one of {VERSIONS}", file=sys.stderr)
         return 2
     try:
+        argv = strip_global_options(argv)
         if argv[:1] == ["add"]:
             return run_client(parse_add(argv[1:]), version)
         args = build_parser(version).parse_args(argv or ["status"])
@@ -994,7 +1063,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}\n\nUsage: pueue add [OPTIONS] -- <COMMAND>...", file=sys.stderr)
         return 2
     except ClientError as err:
-        print(f"Error: {err}", file=sys.stderr)
+        print(err.report(version), file=sys.stderr)
         return 1
 
 

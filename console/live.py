@@ -1,0 +1,47 @@
+"""The pieces of the live pages, rendered again for their JSON endpoints.
+
+A live page marks what may change with ``data-live="<key>"``; its script (static
+``console/live.js``) asks the page's endpoint every few seconds and swaps each returned key's
+HTML in place, so the operator keeps their scroll, selection and open details. Every piece is
+rendered by the same code as the page itself: the case admin's cells, the case page's includes,
+the dashboard's template.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth.context_processors import PermWrapper
+from django.template.loader import render_to_string
+
+from cases.admin import LIVE_CELLS, live_key
+from cases.models import Case
+from cases.selectors import with_timing
+
+from .selectors import overview
+from .templatetags.console_overview import overview_context
+
+MAX_ROWS = 500
+"""A list page shows at most a few hundred rows; more ids than this are refused."""
+
+
+def case_cells(ids: list[int]) -> dict[str, str]:
+    """The live cells of these cases (a list page's rows), in one query."""
+    cases = with_timing(Case.objects.select_related("gpu_group__host")).filter(pk__in=ids[:MAX_ROWS])
+    return {live_key(case, cell): str(render(case)) for case in cases for cell, render in LIVE_CELLS.items()}
+
+
+def case_page(request, case: Case) -> dict[str, str]:
+    """A case page's live parts: its cells, the buttons that apply now, its attempts and timeline."""
+    case_admin = admin.site.get_model_admin(Case)
+    context = case_admin.live_context(request, case) | {"original": case, "perms": PermWrapper(request.user)}
+    fragments = case_cells([case.pk])
+    for part in ("ops", "attempts", "timeline"):
+        fragments[f"case-{case.pk}-{part}"] = render_to_string(
+            f"admin/cases/case/_{part}.html", context, request=request
+        )
+    return fragments
+
+
+def dashboard(request) -> dict[str, str]:
+    context = overview_context(request, overview())
+    return {"overview": render_to_string("console/_overview_body.html", context, request=request)}

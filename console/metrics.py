@@ -1,0 +1,119 @@
+"""``/metrics``: what a site's Prometheus scrapes, in the OpenMetrics text format.
+
+Built with ``prometheus_client`` and a collector that reads the database at each scrape, rather
+than django-prometheus: MQIC's numbers (cases by status, GPU groups, passes, hosts) live in the
+database and are written by many processes (qcluster workers, the watcher, the web server), so
+in-process counters would each see a part and need a multi-process directory to be summed. A
+scrape-time collector gives the same answer whatever process serves it, costs a handful of
+aggregate queries, and leaves request instrumentation (django-prometheus's strength) out of
+the operator's way. Reading it needs the bearer token ``MQIC_METRICS_TOKEN`` or a staff session.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from django.conf import settings
+from django.http import HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from .selectors import metric_values
+
+
+class MqicCollector:
+    """Every ``mqic_*`` metric, read from the database when scraped."""
+
+    def collect(self):
+        values = metric_values()
+        cases = GaugeMetricFamily("mqic_cases", "Cases by status.", labels=["status"])
+        for status, count in values.cases.items():
+            cases.add_metric([status], count)
+        yield cases
+        yield GaugeMetricFamily(
+            "mqic_cases_stuck", "Cases past their lease while submitting or finishing.", value=values.stuck
+        )
+        yield GaugeMetricFamily(
+            "mqic_cases_troubled", "Cases not finished whose handling raised errors.", value=values.troubled
+        )
+        groups = GaugeMetricFamily(
+            "mqic_gpu_groups", "GPU groups by state (busy: held by a case; free: assignable).", labels=["state"]
+        )
+        for state, count in values.groups.items():
+            groups.add_metric([state], count)
+        yield groups
+        yield from _pass_metrics(values.passes)
+        yield from _host_metrics(values.hosts)
+
+
+def _pass_metrics(passes):
+    duration = GaugeMetricFamily(
+        "mqic_pass_last_duration_seconds",
+        "How long the last run of each pass took.",
+        labels=["kind"],
+        unit="seconds",
+    )
+    finished = GaugeMetricFamily(
+        "mqic_pass_last_finished_timestamp_seconds",
+        "When the last run of each pass ended.",
+        labels=["kind"],
+        unit="seconds",
+    )
+    failed = GaugeMetricFamily(
+        "mqic_pass_last_failed", "1 if the last run of the pass failed (raised), else 0.", labels=["kind"]
+    )
+    runs = GaugeMetricFamily(
+        "mqic_pass_runs_last_hour", "Runs of each pass in the last hour, by outcome.", labels=["kind", "outcome"]
+    )
+    for row in passes:
+        if row.last is not None:
+            duration.add_metric([row.kind], row.last.seconds)
+            finished.add_metric([row.kind], row.last.finished_at.timestamp())
+            failed.add_metric([row.kind], int(row.last.outcome == "failed"))
+        for outcome, count in row.last_hour.items():
+            runs.add_metric([row.kind, outcome], count)
+    yield from (duration, finished, failed, runs)
+
+
+def _host_metrics(hosts):
+    up = GaugeMetricFamily(
+        "mqic_host_up",
+        "1 if the host answered its last contact, 0 if it is failing or backing off.",
+        labels=["host"],
+    )
+    age = GaugeMetricFamily(
+        "mqic_host_last_contact_age_seconds",
+        "Seconds since the host last answered.",
+        labels=["host"],
+        unit="seconds",
+    )
+    failures = GaugeMetricFamily("mqic_host_consecutive_failures", "Failed contacts in a row.", labels=["host"])
+    for host in hosts:
+        up.add_metric([host.name], int(host.up))
+        if host.contact_age is not None:
+            age.add_metric([host.name], host.contact_age)
+        failures.add_metric([host.name], host.failures)
+    yield from (up, age, failures)
+
+
+REGISTRY = CollectorRegistry(auto_describe=False)
+REGISTRY.register(MqicCollector())
+
+
+def authorised(request) -> bool:
+    """The bearer token (compared in constant time), or a logged-in staff member."""
+    token = settings.MQIC_METRICS_TOKEN
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return True
+    return request.user.is_authenticated and request.user.is_active and request.user.is_staff
+
+
+@require_GET
+def metrics(request):
+    if not authorised(request):
+        response = HttpResponse("a bearer token (MQIC_METRICS_TOKEN) or a staff session is needed\n", status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="mqic metrics"'
+        return response
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

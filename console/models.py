@@ -1,0 +1,45 @@
+"""The console's own rows: the notifications it sent, and the permission to read a case's results."""
+
+from django.db import models
+
+from cases.models import Case
+
+
+class Notification(models.Model):
+    """One event announced to the operators (a failed or stuck case, a host down or back).
+
+    ``key`` names the event, not the pass that saw it: every worker of every node that sees the
+    same event tries to insert the same key, one wins, and only the winner sends. What the mail
+    and the webhook answered is kept here, so a failed delivery is visible, never an exception
+    in a pass.
+    """
+
+    key = models.CharField(max_length=200, unique=True)
+    event = models.CharField(max_length=32, db_index=True)
+    subject = models.CharField(max_length=300)
+    reason = models.TextField()
+    url = models.CharField(max_length=1000)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    mailed_at = models.DateTimeField(null=True, blank=True)
+    mail_error = models.TextField(blank=True)
+    posted_at = models.DateTimeField(null=True, blank=True)
+    webhook_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return self.subject
+
+
+class CaseResults(Case):
+    """A case's results folder and job log, as the results page shows them.
+
+    A proxy, for its permission only: results are the users' data (and may be large), so reading
+    them is granted on its own, apart from seeing the case.
+    """
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        permissions = [("view_results", "Can list and download a case's results and job log")]

@@ -1,0 +1,234 @@
+"""A case's results folder as the results page serves it: listed, one file opened, or all streamed.
+
+The folder holds what a job wrote, brought home: untrusted. Every path is opened one component at
+a time below the folder's own descriptor with ``O_NOFOLLOW``, so a link (even one swapped in
+after the listing) is never followed out of it; links and special files are listed, never served.
+Files are read in chunks, and the archive is a tar written as it is sent (``tar_stream``): no
+whole file is ever held in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tarfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.conf import settings
+
+from cases.models import Case
+from cases.services.jobs import JOB_LOG, results_dir
+
+CHUNK = 256 << 10
+LISTED_MAX = 5000
+"""The page lists at most this many entries (the archive holds them all)."""
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+
+
+class NotServed(Exception):
+    """The path is not a regular file inside the results folder (gone, a link, a fifo, outside)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    """Relative to the results folder, with ``/``."""
+    kind: str
+    """"file", "folder", "link" or "other" (links and others are listed, never served)."""
+    size: int
+    modified: datetime
+
+
+@dataclass
+class Listing:
+    exists: bool
+    entries: list[Entry]
+    total_bytes: int = 0
+    truncated: bool = False
+
+    @property
+    def job_log(self) -> Entry | None:
+        return next((e for e in self.entries if e.path == JOB_LOG and e.kind == "file"), None)
+
+
+def open_root(case: Case) -> int:
+    """A descriptor of the case's results folder (never through a link at its own place)."""
+    name = results_dir(case).name
+    if name in {"", ".", ".."} or "/" in name:
+        raise NotServed("the case name is no folder name")
+    try:
+        base = os.open(settings.MQIC_RESULTS_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as error:
+        raise NotServed(f"no results folder: {error.strerror}") from error
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=base)
+    except OSError as error:
+        raise NotServed(f"no results folder: {error.strerror}") from error
+    finally:
+        os.close(base)
+
+
+def has_folder(case: Case) -> bool:
+    try:
+        os.close(open_root(case))
+    except NotServed:
+        return False
+    return True
+
+
+def listing(case: Case) -> Listing:
+    try:
+        root = open_root(case)
+    except NotServed:
+        return Listing(False, [])
+    found = Listing(True, [])
+    try:
+        _walk(root, "", found)
+    finally:
+        os.close(root)
+    found.entries.sort(key=lambda e: e.path)
+    return found
+
+
+def _walk(dir_fd: int, prefix: str, found: Listing) -> None:
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            if len(found.entries) >= LISTED_MAX:
+                found.truncated = True
+                return
+            info = entry.stat(follow_symlinks=False)
+            kind = _kind(info.st_mode)
+            path = prefix + entry.name
+            found.entries.append(Entry(path, kind, info.st_size if kind == "file" else 0, _mtime(info)))
+            if kind == "file":
+                found.total_bytes += info.st_size
+            elif kind == "folder":
+                with contextlib.suppress(OSError):
+                    child = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
+                    try:
+                        _walk(child, path + "/", found)
+                    finally:
+                        os.close(child)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    return "link" if stat.S_ISLNK(mode) else "other"
+
+
+def _mtime(info: os.stat_result) -> datetime:
+    return datetime.fromtimestamp(info.st_mtime, tz=UTC)
+
+
+def open_file(case: Case, relative: str):
+    """The regular file at ``relative`` in the results folder, open for reading (a binary file object).
+
+    Each component is opened below the previous one with ``O_NOFOLLOW``: no ``..``, no absolute
+    path, no link anywhere on the way; the last must be a regular file.
+    """
+    parts = relative.split("/")
+    if not relative or any(p in {"", ".", ".."} for p in parts):
+        raise NotServed("not a path inside the results folder")
+    dir_fd = open_root(case)
+    try:
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=dir_fd)
+            except OSError as error:
+                raise NotServed(f"{part}: {error.strerror}") from error
+            os.close(dir_fd)
+            dir_fd = child
+        try:
+            fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as error:
+            raise NotServed(f"{relative}: {error.strerror}") from error
+    finally:
+        os.close(dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotServed(f"{relative} is not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+# -- the whole folder as a .tar.gz, made while it is sent ---------------------------------------
+
+
+def tar_stream(case: Case, top: str) -> Iterator[bytes]:
+    """The results folder as a gzip-compressed tar under ``top/``, chunk by chunk.
+
+    Each member's header is written from the ``fstat`` of the descriptor that is then read, so a
+    file that grows meanwhile is cut at the size in its header and one that shrank is padded:
+    the archive stays well formed. Links and special files are left out.
+    """
+    gzip = zlib.compressobj(1, zlib.DEFLATED, 31)
+    for block in _tar_blocks(case, top):
+        if out := gzip.compress(block):
+            yield out
+    yield gzip.flush()
+
+
+def _tar_blocks(case: Case, top: str) -> Iterator[bytes]:
+    root = open_root(case)
+    try:
+        yield _header(top, tarfile.DIRTYPE, 0, 0o755, datetime.now(tz=UTC).timestamp())
+        yield from _tar_folder(root, top + "/")
+    finally:
+        os.close(root)
+    yield b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+def _tar_folder(dir_fd: int, prefix: str) -> Iterator[bytes]:
+    with os.scandir(dir_fd) as listed:
+        entries = sorted(listed, key=lambda e: e.name)
+    for entry in entries:
+        info = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(info.st_mode):
+            try:
+                child = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
+            except OSError:
+                continue
+            try:
+                yield _header(prefix + entry.name, tarfile.DIRTYPE, 0, 0o755, info.st_mtime)
+                yield from _tar_folder(child, prefix + entry.name + "/")
+            finally:
+                os.close(child)
+        elif stat.S_ISREG(info.st_mode):
+            yield from _tar_file(dir_fd, entry.name, prefix + entry.name)
+
+
+def _tar_file(dir_fd: int, name: str, member: str) -> Iterator[bytes]:
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return
+        size = info.st_size
+        yield _header(member, tarfile.REGTYPE, size, 0o644, info.st_mtime)
+        left = size
+        while left:
+            chunk = file.read(min(CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk
+        yield b"\0" * left  # it shrank meanwhile: the header's size holds
+        if size % tarfile.BLOCKSIZE:
+            yield b"\0" * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)
+
+
+def _header(name: str, kind: bytes, size: int, mode: int, mtime: float) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.mode, info.mtime = kind, size, mode, int(mtime)
+    return info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")

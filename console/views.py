@@ -1,0 +1,176 @@
+"""The console's pages: a host's remote state, the confirmation of an orphan's kill or adoption,
+a case's results, and the JSON endpoints of the live pages.
+
+Each needs its own permission (``AdminPage``, or checked at the top of the view);
+``console.urls`` wraps them in ``admin_view`` (login, no caching).
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.utils import timezone
+from django.utils.html import escape, format_html
+from django.utils.text import slugify
+from django.views import View
+
+from cases.admin_views import FOLLOWED_LINES
+from cases.models import Case, CaseStatus
+from cases.services import operations
+from cases.services.jobs import JOB_LOG
+from cases.services.logs import fetch_log_tail
+from mqic_site.admin_ui import AdminPage, log_outcome, show
+from resources.models import HpcHost
+
+from . import live, results
+from .remote import remote_state
+
+
+class RemoteStateView(AdminPage):
+    permission = "resources.view_remote_state"
+    template_name = "console/remote_state.html"
+    opts = HpcHost._meta
+
+    def get_context_data(self, host_id, **kwargs):
+        host = get_object_or_404(HpcHost, pk=host_id)
+        return super().get_context_data(**kwargs) | {
+            "state": remote_state(host),
+            "can_manage": self.request.user.has_perm("cases.manage_orphans"),
+            "title": f"Remote state of {host.name}",
+        }
+
+
+class OrphanView(AdminPage):
+    """Confirm, then kill or adopt one orphan task, named by id and creation time."""
+
+    permission = "cases.manage_orphans"
+    template_name = "console/orphan_confirm.html"
+    opts = HpcHost._meta
+    verbs = {"kill": operations.kill_orphan, "adopt": operations.adopt_orphan}
+
+    def dispatch(self, request, *args, verb, **kwargs):
+        if verb not in self.verbs:
+            raise Http404(f"no such orphan action: {verb}")
+        return super().dispatch(request, *args, verb=verb, **kwargs)
+
+    def get_context_data(self, host_id, task_id, verb, **kwargs):
+        host = get_object_or_404(HpcHost, pk=host_id)
+        created_at = self.request.GET.get("created_at", "")
+        found = operations.look_at_orphan(host, task_id, created_at)
+        return super().get_context_data(**kwargs) | {
+            "host": host,
+            "task_id": task_id,
+            "verb": verb,
+            "created_at": created_at,
+            "orphan": found if isinstance(found, operations.OrphanView) else None,
+            "problem": found.message if isinstance(found, operations.Outcome) else "",
+            "title": f"{verb.capitalize()} orphan task {task_id} on {host.name}",
+        }
+
+    def post(self, request, host_id, task_id, verb):
+        host = get_object_or_404(HpcHost, pk=host_id)
+        outcome = self.verbs[verb](host, task_id, request.POST.get("created_at", ""), request.user)
+        log_outcome(request, host, outcome)
+        show(request, [outcome])
+        return redirect("console:remote_state", host_id=host.pk)
+
+
+# -- live pages: small JSON endpoints the pages poll (``static/console/live.js``) --------------
+
+
+class LiveEndpoint(View):
+    """``{"fragments": {key: html}, "stop": bool, "at": iso}`` for users holding ``permission``."""
+
+    permission = "cases.view_case"
+
+    def dispatch(self, request, *args, **kwargs):
+        if not request.user.has_perm(self.permission):
+            raise PermissionDenied
+        return super().dispatch(request, *args, **kwargs)
+
+    def answer(self, fragments: dict[str, str], stop: bool = False) -> JsonResponse:
+        return JsonResponse({"fragments": fragments, "stop": stop, "at": timezone.now().isoformat()})
+
+
+class LiveOverview(LiveEndpoint):
+    def get(self, request):
+        return self.answer(live.dashboard(request))
+
+
+class LiveCases(LiveEndpoint):
+    def get(self, request):
+        ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()]
+        return self.answer(live.case_cells(ids))
+
+
+class LiveCase(LiveEndpoint):
+    def get(self, request, pk):
+        case = get_object_or_404(Case.objects.select_related("gpu_group__host"), pk=pk)
+        return self.answer(live.case_page(request, case))
+
+
+class LiveLog(LiveEndpoint):
+    """The followed log's tail; ``stop`` once the case no longer runs (its job log is then home)."""
+
+    permission = "resources.view_remote_state"
+
+    def get(self, request, pk):
+        case = get_object_or_404(Case.objects.select_related("gpu_group__host"), pk=pk)
+        tail = fetch_log_tail(case, lines=FOLLOWED_LINES)
+        error = format_html('<p class="errornote">{}</p>', tail.error) if tail.error else ""
+        fragments = {"log-error": error} | (
+            {"log-tail": escape(tail.text or "(no output yet)")} if tail.text else {}
+        )
+        return self.answer(fragments, stop=case.status != CaseStatus.RUNNING)
+
+
+# -- a case's results: listed, each file, the job log, the whole folder -------------------------
+
+
+class ResultsView(AdminPage):
+    permission = "console.view_results"
+    template_name = "console/results.html"
+    opts = Case._meta
+
+    def get_context_data(self, pk, **kwargs):
+        case = get_object_or_404(Case, pk=pk)
+        found = results.listing(case)
+        return super().get_context_data(**kwargs) | {
+            "case": case,
+            "listing": found,
+            "job_log": JOB_LOG,
+            "listed_max": results.LISTED_MAX,
+            "title": f"Results of {case.name}",
+        }
+
+
+class ResultFile(View):
+    """One regular file of the results, as an attachment (never rendered on the console's origin:
+    a job may have written HTML); the job log is shown as plain text."""
+
+    def get(self, request, pk, path):
+        if not request.user.has_perm("console.view_results"):
+            raise PermissionDenied
+        case = get_object_or_404(Case, pk=pk)
+        try:
+            file = results.open_file(case, path)
+        except results.NotServed as problem:
+            raise Http404(str(problem)) from problem
+        name = path.rpartition("/")[2]
+        if path == JOB_LOG and request.GET.get("download") is None:
+            return FileResponse(file, content_type="text/plain; charset=utf-8", filename=name)
+        return FileResponse(file, as_attachment=True, filename=name, content_type="application/octet-stream")
+
+
+class ResultArchive(View):
+    def get(self, request, pk):
+        if not request.user.has_perm("console.view_results"):
+            raise PermissionDenied
+        case = get_object_or_404(Case, pk=pk)
+        if not results.has_folder(case):
+            raise Http404("this case has no results folder")
+        top = f"case-{case.pk}-{slugify(case.name)[:80] or 'results'}"
+        response = StreamingHttpResponse(results.tar_stream(case, top), content_type="application/gzip")
+        response["Content-Disposition"] = f'attachment; filename="{top}.tar.gz"'
+        return response

@@ -1,0 +1,205 @@
+"""The HPC hosts a deployment declares: a TOML file, or the single-host ``MQIC_HPC_*`` short form.
+
+``MQIC_HPC_CONFIG`` names a TOML file with one table per host::
+
+    [hosts.cluster-a]
+    hostname = "login1.cluster-a.example"   # required for ssh
+    port = 22
+    user = "mqic"
+    key = "/etc/mqic/id_ed25519"
+    known_hosts = "/etc/mqic/known_hosts"
+    base_dir = "/scratch/mqic/cases"          # required
+    pueue = "pueue"                           # pueue itself, maybe with -c CONFIG
+    gpu_groups = ["gpu_a", { name = "gpu_b", devices = "2,3" }]   # required
+    transport = "ssh"                         # or "local": this machine (the demo)
+
+The keys mean what the ``MQIC_HPC_*`` variables mean. ``apply`` makes the rows match and is safe
+to repeat: a group no longer listed is disabled when free (never deleted: old cases point at
+it), an existing group keeps the status an operator gave it, and a host the file no longer
+names is left as it is (it may have been added in the admin). Everything is checked before
+anything is written, and every mistake is reported with the host and key it is in.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from .models import GpuGroup, HpcHost
+from .services import group_name_for, set_enabled
+from .validators import validate_pueue_command, validate_remote_base_dir
+
+
+class ConfigError(ValueError):
+    """The deployment's host configuration is wrong; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    pueue_group: str
+    devices: str = ""
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    name: str
+    base_dir: str
+    gpu_groups: tuple[GroupConfig, ...]
+    transport: str = HpcHost.Transport.SSH
+    hostname: str = "localhost"
+    port: int = 22
+    user: str = ""
+    key: str = ""
+    known_hosts: str = ""
+    pueue: str = "pueue"
+
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_PUEUE_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_DEVICES = re.compile(r"[0-9]+(,[0-9]+)*|")
+_KEYS = {"hostname", "port", "user", "key", "known_hosts", "base_dir", "pueue", "gpu_groups", "transport"}
+
+
+def from_settings(settings) -> list[HostConfig]:
+    """The hosts the settings declare: the file of ``MQIC_HPC_CONFIG``, else the short form."""
+    if settings.MQIC_HPC_CONFIG:
+        return read_file(Path(settings.MQIC_HPC_CONFIG))
+    return [
+        check_host(
+            settings.MQIC_HPC_NAME,
+            {
+                "transport": settings.MQIC_HPC_TRANSPORT,
+                "hostname": settings.MQIC_HPC_HOST,
+                "port": settings.MQIC_HPC_PORT,
+                "user": settings.MQIC_HPC_USER,
+                "key": settings.MQIC_HPC_KEY,
+                "known_hosts": settings.MQIC_HPC_KNOWN_HOSTS,
+                "base_dir": settings.MQIC_HPC_BASE_DIR,
+                "pueue": settings.MQIC_PUEUE,
+                "gpu_groups": settings.MQIC_GPU_GROUPS,
+            },
+            where="the MQIC_HPC_* settings",
+        )
+    ]
+
+
+def read_file(path: Path) -> list[HostConfig]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"MQIC_HPC_CONFIG: cannot read {path}: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from error
+    hosts = data.get("hosts")
+    if set(data) - {"hosts"} or not isinstance(hosts, dict) or not hosts:
+        raise ConfigError(f"{path}: expected one [hosts.<name>] table per host and nothing else")
+    return [check_host(name, table, where=f"{path}: [hosts.{name}]") for name, table in hosts.items()]
+
+
+def check_host(name: str, table: object, *, where: str) -> HostConfig:
+    """One host's settings as a ``HostConfig``, or a ``ConfigError`` listing every mistake."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table of settings")
+    problems = [f"unknown key {key!r}" for key in sorted(set(table) - _KEYS)]
+    if not _NAME.fullmatch(name):
+        problems.append("the host name must be lower-case letters, digits, - and _ (at most 64)")
+    text = {key: table.get(key, default) for key, default in _TEXT_DEFAULTS.items()}
+    problems += [f"{key} must be a string" for key, value in text.items() if not isinstance(value, str)]
+    port = table.get("port", 22)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        problems.append("port must be a number from 1 to 65535")
+    if text["transport"] not in HpcHost.Transport.values:
+        problems.append(f"transport must be one of {', '.join(HpcHost.Transport.values)}")
+    if text["transport"] == HpcHost.Transport.SSH and not text["hostname"]:
+        problems.append("hostname is required for the ssh transport")
+    for key, validator in (("base_dir", validate_remote_base_dir), ("pueue", validate_pueue_command)):
+        if isinstance(text[key], str):
+            try:
+                validator(text[key])
+            except ValidationError as error:
+                problems.append(f"{key}: {' '.join(error.messages)}")
+    groups = _groups(table.get("gpu_groups"), problems)
+    if problems:
+        raise ConfigError(f"{where}: " + "; ".join(problems))
+    return HostConfig(name=name, port=port, gpu_groups=groups, **text)
+
+
+_TEXT_DEFAULTS = {
+    "transport": HpcHost.Transport.SSH,
+    "hostname": "",
+    "user": "",
+    "key": "",
+    "known_hosts": "",
+    "base_dir": "",
+    "pueue": "pueue",
+}
+
+
+def _groups(value: object, problems: list[str]) -> tuple[GroupConfig, ...]:
+    if not isinstance(value, list) or not value:
+        problems.append("gpu_groups must be a non-empty list of pueue group names")
+        return ()
+    groups = []
+    for item in value:
+        entry = {"name": item} if isinstance(item, str) else item
+        if (
+            not isinstance(entry, dict)
+            or set(entry) - {"name", "devices"}
+            or not isinstance(entry.get("name"), str)
+        ):
+            problems.append(f"gpu_groups: {item!r} is neither a name nor {{ name = ..., devices = ... }}")
+            continue
+        devices = entry.get("devices", "")
+        if not _PUEUE_GROUP.fullmatch(entry["name"]):
+            problems.append(f"gpu_groups: {entry['name']!r} is not a pueue group name (letters, digits, _ . -)")
+        elif not isinstance(devices, str) or not _DEVICES.fullmatch(devices):
+            problems.append(f'gpu_groups: devices of {entry["name"]} must look like "0,1"')
+        else:
+            groups.append(GroupConfig(entry["name"], devices))
+    names = [g.pueue_group for g in groups]
+    problems += [f"gpu_groups: {n} is listed twice" for n in sorted({n for n in names if names.count(n) > 1})]
+    return tuple(groups)
+
+
+def apply(hosts: list[HostConfig]) -> list[tuple[HpcHost, list[GpuGroup]]]:
+    """Make the host and group rows match the configuration (idempotent), in one transaction."""
+    names = [h.name for h in hosts]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a host is declared twice: {sorted({n for n in names if names.count(n) > 1})}")
+    with transaction.atomic():
+        return [_apply_host(config) for config in hosts]
+
+
+def _apply_host(config: HostConfig) -> tuple[HpcHost, list[GpuGroup]]:
+    host, _ = HpcHost.objects.update_or_create(
+        name=config.name,
+        defaults={
+            "transport": config.transport,
+            "hostname": config.hostname,
+            "port": config.port,
+            "username": config.user,
+            "key_path": config.key,
+            "known_hosts_path": config.known_hosts,
+            "base_dir": config.base_dir,
+            "pueue_command": config.pueue,
+        },
+    )
+    groups = []
+    for wanted in config.gpu_groups:
+        group, created = GpuGroup.objects.get_or_create(
+            host=host,
+            pueue_group=wanted.pueue_group,
+            defaults={"name": group_name_for(host, wanted.pueue_group), "devices": wanted.devices},
+        )
+        if not created and wanted.devices and group.devices != wanted.devices:
+            GpuGroup.objects.filter(pk=group.pk).update(devices=wanted.devices)
+            group.devices = wanted.devices
+        groups.append(group)
+    for stale in host.gpu_groups.exclude(pueue_group__in=[g.pueue_group for g in config.gpu_groups]):
+        set_enabled(stale.pk, False)
+    return host, groups

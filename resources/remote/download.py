@@ -1,0 +1,239 @@
+"""Bringing folders home: one ``tar -c`` of many folders, each unpacked beside its
+destination and swapped in only when it came through whole.
+
+The transports only run the command and hand its stdout to ``untar.extract_folders``
+(``StreamTar``); everything else is here, so SSH and the local sandbox behave the same:
+
+* GNU tar exits 2 when a named folder is missing but still streams the others, so a
+  missing folder is that folder's problem ("missing on the host"), and so is any complaint
+  of tar's that names a path inside one folder. A complaint naming no folder fails them all.
+* Each destination is staged as ``.mqic-<key>.incoming`` beside it, ``key`` being short
+  and given by the caller (a case id), so the name fits the 255-byte limit whatever the
+  destination's own name. A failed folder leaves the previous results untouched and its
+  staging removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+import shlex
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from .errors import FolderRefused, OutcomeUnknown
+from .tarstream import CountingReader
+from .transport import CommandResult, ProgressCallback
+from .untar import Extraction, FolderResult, Limits, Readable, extract_folders, shown
+
+StreamTar = Callable[[str, Callable[[Readable], Extraction]], tuple[Extraction, CommandResult | None]]
+"""Run a command and feed its stdout to the consumer; the command's result, or None when the
+consumer left the stream unread to its end and the command was stopped instead."""
+
+KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_GENERIC_COMPLAINTS = ("Exiting with failure status due to previous errors",)
+
+
+def tar_command(remote_base: str, names: list[str]) -> str:
+    """Shell command that writes the folders ``names`` of ``remote_base`` to stdout as one tar stream."""
+    return f"tar -c -f - -C {shlex.quote(remote_base)} -- {' '.join(shlex.quote(n) for n in names)}"
+
+
+def staging_key_for(local_dir: Path) -> str:
+    """A key for callers that have no id of their own: derived from the destination's name."""
+    return hashlib.sha256(os.fsencode(Path(local_dir).name)).hexdigest()[:16]
+
+
+class Staging:
+    """``.mqic-<key>.incoming`` beside ``dest``, swapped in by two renames (``dest`` aside to
+    ``.mqic-<key>.outgoing``, incoming to ``dest``), so for an instant ``dest`` does not exist.
+
+    The names are fixed per key, so the next attempt finds what a crash left: a swap cut
+    between its renames is finished first (the incoming folder was complete), other
+    leftovers are removed, and a retry ends with the same result. Two downloads into one
+    folder at once are not supported.
+    """
+
+    def __init__(self, dest: Path, key: str):
+        if not KEY.fullmatch(key):
+            raise ValueError(f"not a short staging key: {key!r}")
+        self.dest = Path(dest)
+        self.incoming = self.dest.with_name(f".mqic-{key}.incoming")
+        self.outgoing = self.dest.with_name(f".mqic-{key}.outgoing")
+
+    def prepare(self) -> Path:
+        if self.outgoing.exists() and self.incoming.exists() and not os.path.lexists(self.dest):
+            self.incoming.rename(self.dest)
+        self.discard()
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        self.incoming.mkdir(mode=0o700)
+        return self.incoming
+
+    def commit(self) -> None:
+        """Swap the incoming folder in; if that fails, the previous results are put back."""
+        moved = os.path.lexists(self.dest)
+        if moved:
+            self.dest.rename(self.outgoing)
+        try:
+            self.incoming.rename(self.dest)
+        except OSError:
+            if moved:
+                self.outgoing.rename(self.dest)
+            raise
+        shutil.rmtree(self.outgoing, ignore_errors=True)
+
+    def discard(self) -> None:
+        for leftover in (self.incoming, self.outgoing):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def fetch(
+    stream_tar: StreamTar,
+    remote_base: str,
+    routes: Mapping[str, Path],
+    *,
+    staging_keys: Mapping[str, str],
+    limits: Limits,
+    progress: ProgressCallback | None = None,
+) -> dict[str, FolderResult]:
+    """Download the folders ``routes`` names from ``remote_base`` into their destinations.
+
+    Every folder gets a result; only an unknown outcome (a lost connection) raises, and
+    then no destination has changed.
+    """
+    if len(set(staging_keys.values())) != len(staging_keys):
+        raise ValueError("two folders share a staging key")
+    results: dict[str, FolderResult] = {}
+    staged: dict[str, Staging] = {}
+    try:
+        for name, dest in routes.items():
+            staging = Staging(dest, staging_keys[name])
+            try:
+                staging.prepare()
+            except OSError as error:
+                results[name] = FolderResult(error=f"not reached: local folder could not be prepared: {error}")
+                continue
+            staged[name] = staging
+        if staged:
+            results.update(_download(stream_tar, remote_base, staged, limits, progress))
+        for name, staging in staged.items():
+            if results[name].ok:
+                _commit(staging, results[name])
+    finally:
+        for staging in staged.values():
+            staging.discard()
+    return {name: results[name] for name in routes}
+
+
+def _download(
+    stream_tar: StreamTar,
+    remote_base: str,
+    staged: dict[str, Staging],
+    limits: Limits,
+    progress: ProgressCallback | None,
+) -> dict[str, FolderResult]:
+    command = tar_command(remote_base, list(staged))
+    routes = {name: staging.incoming for name, staging in staged.items()}
+    extraction, result = stream_tar(
+        command, lambda stdout: extract_folders(CountingReader(stdout, progress), routes, limits)
+    )
+    if result is not None and result.exit_code != 0:
+        _blame(extraction, result)
+    return extraction.folders
+
+
+def _blame(extraction: Extraction, result: CommandResult) -> None:
+    """Give tar's complaints to the folders they name; one naming none fails every folder."""
+    general = []
+    for line in result.stderr.splitlines():
+        complaint = line.removeprefix("tar: ")
+        if not line.startswith("tar: ") or complaint in _GENERIC_COMPLAINTS:
+            continue
+        owner = next((n for n in extraction.folders if complaint.startswith((f"{n}/", f"{n}:"))), None)
+        if owner is None:
+            general.append(complaint)
+        elif extraction.folders[owner].error is None:
+            extraction.folders[owner].error = f"tar on the host: {shown(complaint, 300)}"
+    if general or not result.stderr.strip():
+        why = f"tar on the host exited {result.exit_code}: {shown(general[0] if general else '(no message)', 300)}"
+        for folder in extraction.folders.values():
+            if folder.error is None:
+                folder.error = why
+            elif not folder.reached:
+                folder.error += f" ({why})"
+
+
+def _commit(staging: Staging, result: FolderResult) -> None:
+    try:
+        staging.commit()
+    except OSError as error:
+        result.error = f"the downloaded folder could not be put in place: {error}"
+
+
+def fetch_one(
+    stream_tar: StreamTar,
+    remote_dir: str,
+    local_dir: Path,
+    *,
+    staging_key: str | None,
+    limits: Limits,
+    progress: ProgressCallback | None,
+) -> FolderResult:
+    """``fetch`` of one folder, raising when it did not come home (see ``Transport.download_dir``)."""
+    remote_base, name = posixpath.split(remote_dir.rstrip("/"))
+    if not name or name in {".", ".."}:
+        raise ValueError(f"not a folder to download: {remote_dir!r}")
+    keys = {name: staging_key or staging_key_for(local_dir)}
+    routes = {name: Path(local_dir)}
+    results = fetch(stream_tar, remote_base or "/", routes, staging_keys=keys, limits=limits, progress=progress)
+    result = results[name]
+    if not result.reached:
+        raise OutcomeUnknown(f"{remote_dir}: {result.error}")
+    if result.error is not None:
+        raise FolderRefused(f"{remote_dir}: {result.error}")
+    return result
+
+
+class Downloads:
+    """``download_folders`` and ``download_dir`` of a transport that has ``_stream_tar`` (a ``StreamTar``):
+    both transports bring folders home the same way, they differ only in how they run tar."""
+
+    _stream_tar: StreamTar
+
+    def download_folders(
+        self,
+        remote_base: str,
+        routes: Mapping[str, Path],
+        *,
+        staging_keys: Mapping[str, str],
+        limits: Limits,
+        progress: ProgressCallback | None = None,
+    ) -> dict[str, FolderResult]:
+        """Every ``remote_base/<name>`` into ``routes[name]`` through one ``tar -c`` (see ``Transport``)."""
+        if not routes:
+            return {}
+        return fetch(
+            self._stream_tar, remote_base, routes, staging_keys=staging_keys, limits=limits, progress=progress
+        )
+
+    def download_dir(
+        self,
+        remote_dir: str,
+        local_dir: Path,
+        *,
+        staging_key: str | None = None,
+        limits: Limits | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> FolderResult:
+        """Replace ``local_dir`` with ``remote_dir``, unpacked beside it and then swapped in."""
+        return fetch_one(
+            self._stream_tar,
+            remote_dir,
+            local_dir,
+            staging_key=staging_key,
+            limits=limits or Limits(),
+            progress=progress,
+        )

@@ -1,0 +1,49 @@
+"""What a host row may say about how to reach it: no field is ever shell text.
+
+The pueue command is run on the HPC host through a shell; each of its words is quoted, but the
+first word chooses the program, so ``sh -c …`` would still be any command at all. It must be
+pueue itself (a name or a path whose last part starts with ``pueue``), optionally followed by
+pueue's own ``-c/--config`` or ``-p/--profile`` options. The base directory is where MQIC
+creates and removes case folders: an absolute, normalised path, never ``/`` itself.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+
+from django.core.exceptions import ValidationError
+
+_WORD = re.compile(r"[A-Za-z0-9_./+,=@%:~-]+")
+_OPTIONS = {"-c", "--config", "-p", "--profile"}
+
+
+def validate_pueue_command(value: str) -> None:
+    try:
+        words = shlex.split(value)
+    except ValueError as error:
+        raise ValidationError(f"not a command line: {error}") from error
+    if not words:
+        raise ValidationError("the pueue command is empty")
+    for word in words:
+        if not _WORD.fullmatch(word):
+            raise ValidationError(
+                f"{word!r} is not allowed: only letters, digits and . / _ + , = @ % : ~ - (no shell syntax)"
+            )
+    program, options = words[0], words[1:]
+    if not posixpath.basename(program).startswith("pueue") or program.startswith("-"):
+        raise ValidationError(f"the command must run pueue (a name or path ending in pueue…), not {program!r}")
+    if len(options) % 2 or any(flag not in _OPTIONS for flag in options[::2]):
+        raise ValidationError("after the program only pueue's -c/--config FILE and -p/--profile NAME are allowed")
+    if any(value.startswith("-") for value in options[1::2]):
+        raise ValidationError("an option value must not start with '-'")
+
+
+def validate_remote_base_dir(value: str) -> None:
+    if not value.startswith("/"):
+        raise ValidationError("the remote base directory must be an absolute path")
+    if posixpath.normpath(value) == "/":
+        raise ValidationError("the remote base directory cannot be / itself: MQIC removes folders below it")
+    if posixpath.normpath(value) != value.rstrip("/") or "\0" in value or "\n" in value:
+        raise ValidationError("the remote base directory must be a normalised path (no '..', '//' or '.')")

@@ -1,0 +1,78 @@
+"""A job log's tail is read from its end, within a memory bound, whatever its size."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from cases.services.logtail import tail_lines
+from cases.services.monitoring import LOG_TAIL_MAX_BYTES, log_tail
+
+MB = 1 << 20
+
+
+def traced_peak(call):
+    """What ``call()`` returns, and the most memory Python allocated during it."""
+    tracemalloc.start()
+    try:
+        result = call()
+        _size, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+@pytest.fixture(scope="module")
+def big_log(tmp_path_factory) -> Path:
+    """200 MB of numbered lines."""
+    path = tmp_path_factory.mktemp("log") / "job.log"
+    block = b"".join(
+        b"line %07d of the job's output, a little padding to make it longer\n" % i for i in range(14_000)
+    )
+    with open(path, "wb") as log:
+        for _ in range(200 * MB // len(block) + 1):
+            log.write(block)
+        log.write("last line: déjà vu ✓\n".encode())
+    assert path.stat().st_size > 200 * MB
+    return path
+
+
+def test_the_tail_of_a_200_mb_log_is_right_and_costs_little_memory(big_log):
+    tail, peak = traced_peak(lambda: tail_lines(big_log, 50, LOG_TAIL_MAX_BYTES))
+
+    lines = tail.split("\n")
+    assert len(lines) == 50
+    assert lines[-1] == "last line: déjà vu ✓"
+    assert lines[-2] == "line 0013999 of the job's output, a little padding to make it longer"
+    assert lines[0] == "line 0013951 of the job's output, a little padding to make it longer"
+    assert peak < 2 * MB
+
+
+def test_a_200_mb_line_comes_back_cut_to_the_byte_bound(tmp_path):
+    path = tmp_path / "one_line.log"
+    with open(path, "wb") as log:
+        log.truncate(200 * MB)  # sparse: no newline anywhere
+        log.seek(0, 2)
+        log.write(b"the end")
+
+    tail, peak = traced_peak(lambda: tail_lines(path, 50, 64 * 1024))
+
+    assert tail.endswith("the end") and len(tail.encode()) == 64 * 1024
+    assert peak < 2 * MB
+
+
+def test_short_logs_and_edge_cases(tmp_path):
+    path = tmp_path / "log"
+    path.write_bytes(b"one\ntwo\r\nthree\n\xff broken utf-8\n")
+
+    assert tail_lines(path, 2, 1024) == "three\n\ufffd broken utf-8"
+    assert tail_lines(path, 10, 1024) == "one\ntwo\nthree\n\ufffd broken utf-8"
+    assert tail_lines(path, 0, 1024) == ""
+    path.write_bytes(b"")
+    assert tail_lines(path, 5, 1024) == ""
+
+
+def test_log_tail_of_results_without_a_log_is_empty(tmp_path):
+    assert log_tail(tmp_path) == ""

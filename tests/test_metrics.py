@@ -1,0 +1,111 @@
+"""``/metrics``: OpenMetrics read by prometheus_client's own parser, behind a bearer token or a
+staff session; the numbers are those of the database."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from cases.models import CaseStatus, PassRun
+from resources.models import GpuGroup
+from resources.services import lock_free_group
+from tests.factories import make_case, make_group, make_host
+from tests.support.users import user_with
+
+S = CaseStatus
+TOKEN = "metrics-token-for-the-test-0123456789"
+pytestmark = [pytest.mark.django_db]
+
+
+@pytest.fixture(autouse=True)
+def token(settings):
+    settings.MQIC_METRICS_TOKEN = TOKEN
+
+
+def scrape(client, **headers):
+    return client.get("/metrics", headers=headers)
+
+
+def samples(response) -> dict[tuple, float]:
+    """``{(name, (label, value), ...): value}`` of every sample, parsed as Prometheus would."""
+    assert response["Content-Type"].startswith("application/openmetrics-text")
+    found = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            found[(sample.name, *sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def test_without_the_token_or_a_staff_session_nothing_is_shown(client):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        response = scrape(client, **headers)
+        assert response.status_code == 401 and response["WWW-Authenticate"].startswith("Bearer")
+        assert b"mqic_" not in response.content
+    client.force_login(User.objects.create_user("someone", password="pw-someone"))  # not staff
+    assert scrape(client).status_code == 401
+
+
+def test_the_token_or_a_staff_session_reads_the_metrics(client):
+    assert scrape(client, Authorization=f"Bearer {TOKEN}").status_code == 200
+    client.force_login(user_with("staff", []))
+    assert scrape(client).status_code == 200
+
+
+def test_no_token_set_means_staff_sessions_only(client, settings):
+    settings.MQIC_METRICS_TOKEN = ""
+    assert scrape(client, Authorization="Bearer ").status_code == 401
+
+
+@pytest.mark.engine  # date arithmetic and a correlated count, in SQL
+def test_cases_groups_passes_and_hosts_are_counted(client):
+    for status, n in ((S.SUBMITTED, 3), (S.COMPLETED, 2), (S.FAILED, 1)):
+        for _ in range(n):
+            make_case(status)
+    up = make_host(name="up-host", last_contact_at=timezone.now() - timedelta(seconds=30))
+    make_host(
+        name="down-host",
+        last_contact_at=timezone.now() - timedelta(minutes=10),
+        consecutive_failures=4,
+        last_error="refused",
+        next_try_at=timezone.now() + timedelta(minutes=1),
+    )
+    held = make_case(S.RUNNING, lease_expires_at=timezone.now() - timedelta(minutes=1))
+    make_group(up), make_group(up), make_group(up, status=GpuGroup.Status.DISABLED)
+    assert lock_free_group(held.pk) is not None
+    now = timezone.now()
+    PassRun.objects.create(
+        kind="monitor",
+        actor="m",
+        started_at=now - timedelta(seconds=2.5),
+        finished_at=now,
+        outcome="ok",
+        summary="",
+    )
+    PassRun.objects.create(
+        kind="submit", actor="s", started_at=now, finished_at=now, outcome="failed", summary="boom"
+    )
+
+    with CaptureQueriesContext(connection) as queries:
+        found = samples(scrape(client, Authorization=f"Bearer {TOKEN}"))
+    assert len(queries) <= 12  # a handful of aggregate queries, whatever the number of cases
+
+    assert found[("mqic_cases", ("status", "submitted"))] == 3
+    assert found[("mqic_cases", ("status", "running"))] == 1
+    assert found[("mqic_cases", ("status", "cancelled"))] == 0
+    assert found[("mqic_cases_stuck",)] == 1
+    assert found[("mqic_gpu_groups", ("state", "busy"))] == 1
+    assert found[("mqic_gpu_groups", ("state", "free"))] == 1
+    assert found[("mqic_gpu_groups", ("state", "disabled"))] == 1
+    assert found[("mqic_pass_last_duration_seconds", ("kind", "monitor"))] == pytest.approx(2.5)
+    assert found[("mqic_pass_last_failed", ("kind", "submit"))] == 1
+    assert found[("mqic_pass_last_failed", ("kind", "monitor"))] == 0
+    assert found[("mqic_pass_runs_last_hour", ("kind", "submit"), ("outcome", "failed"))] == 1
+    assert found[("mqic_host_up", ("host", "up-host"))] == 1
+    assert found[("mqic_host_up", ("host", "down-host"))] == 0
+    assert found[("mqic_host_consecutive_failures", ("host", "down-host"))] == 4
+    assert 29 <= found[("mqic_host_last_contact_age_seconds", ("host", "up-host"))] < 600
+    assert all(name.startswith("mqic_") for name, *_ in found)
