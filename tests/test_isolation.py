@@ -5,12 +5,14 @@ same pass must go on in that pass."""
 import os
 import shutil
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from cases.models import Case, CaseStatus, PassRun
 from cases.selectors import troubled_cases
-from cases.services import intake, monitoring, passes, submission
+from cases.services import intake, monitoring, passes, reconciliation, submission
 from resources.models import GpuGroup
 from tests.support.cases import drop_case
 
@@ -138,3 +140,85 @@ def test_names_as_long_as_the_filesystem_allows_run_to_the_end(hpc, mqic_dirs, l
     case = Case.objects.get()
     assert case.status == S.COMPLETED, case.last_error
     assert (mqic_dirs.MQIC_RESULTS_DIR / name / "out.txt").read_text() == "long\n"
+
+
+def test_a_folder_damaged_while_it_is_sent_costs_its_case_an_attempt_and_the_batch_goes_on(
+    four_groups, mqic_dirs, monkeypatch
+):
+    big = {"input.dat": os.urandom(2 << 20)}
+    for name in ("first", "shrinking", "last"):
+        drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, name, files=big)
+    assert len(intake.scan().registered) == 3
+    shrunk = []
+
+    def shrink_once(point):
+        if point == "mid_upload" and not shrunk:
+            shrunk.append(point)
+            os.truncate(folder(mqic_dirs, "shrinking") / "input.dat", 10)
+
+    monkeypatch.setattr(submission, "crash_point", shrink_once)
+    report = submission.submit_pass()
+    assert shrunk, "the upload reported its progress"
+    assert sorted(report.started) == ["first", "last"] and report.returned == ["shrinking"]
+    case = Case.objects.get(name="shrinking")
+    assert case.status == S.SUBMITTED and case.attempts == 1, "it costs the case an attempt"
+    assert "changed while it was being sent" in case.events.last().reason
+    assert not GpuGroup.objects.filter(holder_id=case.pk).exists()
+
+
+def test_a_running_case_that_keeps_failing_is_stopped_on_its_host_then_failed(
+    four_groups, mqic_dirs, monkeypatch, sandbox
+):
+    drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "endless", "sleep 600\n")
+    drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "quick")
+    intake.scan()
+    submission.submit_pass()
+    endless = Case.objects.get(name="endless")
+    real_note_live = monitoring.note_live
+
+    def note_live(case, task):
+        if case.pk == endless.pk:
+            raise RuntimeError("a bug met only by this case")
+        real_note_live(case, task)
+
+    monkeypatch.setattr(monitoring, "note_live", note_live)
+    deadline = time.monotonic() + 30
+    while Case.objects.filter(status=S.RUNNING).exists():
+        assert time.monotonic() < deadline
+        monitoring.monitor_pass()
+        time.sleep(0.2)
+    assert Case.objects.get(name="quick").status == S.COMPLETED
+    endless.refresh_from_db()
+    assert endless.status == S.FAILED and "gave up after 3 unexpected errors" in endless.last_error
+    stopped = endless.events.get(to_status=S.FAILED).detail["stopped"]
+    assert stopped["killed"] == [endless.pueue_task_id], "its task was killed before its GPU group was freed"
+    status = sandbox.status()["tasks"][str(endless.pueue_task_id)]["status"]
+    assert "Done" in status and "Killed" in str(status), status
+    assert not GpuGroup.objects.filter(status="assigned").exists()
+
+
+def test_an_error_reconciling_one_submission_stays_with_it_and_is_given_up_in_the_end(
+    four_groups, mqic_dirs, monkeypatch
+):
+    registered(mqic_dirs, "cursed", "fine")
+    assert len(submission.claim_cases()) == 2
+    Case.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))  # their workers died
+    cursed = Case.objects.get(name="cursed")
+    real_retry_or_fail = reconciliation.retry_or_fail
+
+    def retry_or_fail(case, *args, **kwargs):
+        if case.pk == cursed.pk:
+            raise RuntimeError("a bug met only by this case")
+        return real_retry_or_fail(case, *args, **kwargs)
+
+    monkeypatch.setattr(reconciliation, "retry_or_fail", retry_or_fail)
+    run = passes.run("reconcile", follow_ups=False)
+    assert run.outcome == PassRun.Outcome.PARTIAL and "cursed" in run.summary
+    assert run.report.retried == ["fine"], "the other submission is settled in the same pass"
+    cursed.refresh_from_db()
+    assert cursed.status == S.SUBMITTING and "a bug met only by this case" in cursed.last_error
+    for _ in range(2):
+        passes.run("reconcile", follow_ups=False)
+    cursed.refresh_from_db()
+    assert cursed.status == S.FAILED and "gave up after 3 unexpected errors" in cursed.last_error
+    assert not GpuGroup.objects.filter(holder_id=cursed.pk).exists()

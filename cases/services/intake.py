@@ -35,10 +35,6 @@ class ScanReport:
     incomplete: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    @property
-    def follow_ups(self) -> list[str]:
-        return ["submit"] if self.registered else []
-
     def __str__(self):
         text = (
             f"registered {len(self.registered)}, rejected {len(self.rejected)}, "

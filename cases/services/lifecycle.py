@@ -9,12 +9,14 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 
-from resources.jobqueue import JobQueue, PueueTask, RemoteError
+from resources.jobqueue import JobQueue, PueueState, PueueTask, RemoteError
 from resources.services import release_group
 
 from ..faults import crash_point
 from ..models import Case, CaseStatus
-from .transitions import record_event, transition
+from .jobs import ATTEMPT_VARIABLE, token_of
+from .matching import attempt_dirs, is_case_task
+from .transitions import record_event, record_note_once, transition
 
 S = CaseStatus
 
@@ -54,6 +56,29 @@ def fail(case: Case, why: str, *, detail=None) -> bool:
     """End the case as failed, from whatever status it is in, its GPU group released."""
     case.refresh_from_db(fields=["status"])
     return move_and_release(case, case.status, S.FAILED, reason=why, detail=detail, last_error=why)
+
+
+STILL_RUNS = "given up, but processes of it are still running"
+
+
+def stop_and_fail(queue: JobQueue, state: PueueState, case: Case, why: str) -> bool:
+    """Give up on a case that may run on the host: end its work there first, then fail it.
+
+    Every live task of the case's attempts is stopped by id and every process of its current
+    attempt ended; only once none is left does the case fail and free its GPU group (a group is
+    never handed on while an old process may still compute on it). A host that cannot be asked
+    raises ``RemoteError``: the case stays as it is and the next pass tries again.
+    """
+    dirs = attempt_dirs(case)
+    live = [t for t in state.find_by_label(case.label) if t.is_live and is_case_task(t, case, dirs)]
+    stopped = queue.stop(live)
+    token = token_of(case.remote_dir) if case.remote_dir else ""
+    sweep = queue.end_processes(ATTEMPT_VARIABLE, [token])[token] if token else None
+    if sweep is not None and not sweep.gone:
+        record_note_once(case.pk, f"{STILL_RUNS}: keeping its GPU group until they are gone", kind=STILL_RUNS)
+        return False
+    ended = {"stopped": stopped, "processes_ended": sweep.found if sweep else 0}
+    return fail(case, why, detail=ended)
 
 
 def adopt(queue: JobQueue, case: Case, tasks: list[PueueTask], *, reason: str) -> bool:

@@ -13,6 +13,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
@@ -20,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from resources.contact import contact, for_each_host
-from resources.jobqueue import FolderResult, JobQueue, PueueTask, TaskResult
+from resources.jobqueue import FolderResult, JobQueue, PueueState, PueueTask, TaskResult
 from resources.models import GpuGroup, HpcHost
 
 from ..faults import crash_point
@@ -37,7 +38,7 @@ from .jobs import (
     results_dir,
     token_of,
 )
-from .lifecycle import fail, move_and_release, retry_or_fail
+from .lifecycle import fail, move_and_release, retry_or_fail, stop_and_fail
 from .logtail import tail_lines
 from .matching import is_stored_task
 from .transitions import record_event, record_note_once
@@ -78,10 +79,6 @@ class MonitorReport:
     def freed_gpus(self) -> bool:
         return bool(self.completed or self.failed or self.requeued)
 
-    @property
-    def follow_ups(self) -> list[str]:
-        return ["submit"] if self.freed_gpus else []
-
     def __str__(self):
         parts = [
             f"completed {len(self.completed)}",
@@ -115,9 +112,10 @@ def monitor_host(host: HpcHost, cases: list[Case], report: MonitorReport) -> Non
     """One ``pueue status`` for all of the host's running cases; each case then goes its own way."""
     with contact(host) as link:
         state = link.queue.state()
+        give_up = partial(stop_and_fail, link.queue, state)
         vanished, killed, done = [], [], []
         for case in cases:
-            with isolated(case, "monitoring"):
+            with isolated(case, "monitoring", give_up=give_up):
                 task = state.tasks.get(case.pueue_task_id)
                 if task is None or not is_stored_task(task, case):
                     vanished.append(case)
@@ -132,7 +130,7 @@ def monitor_host(host: HpcHost, cases: list[Case], report: MonitorReport) -> Non
         done += judge_vanished(vanished, markers, report)
         # A job that wrote its exit code before pueue was killed under it did finish.
         done += [(case, task, markers[case.pk]) for case, task in killed if markers[case.pk] is not None]
-        requeue_killed(link.queue, [(case, task) for case, task in killed if markers[case.pk] is None], report)
+        requeue_killed(link.queue, state, [(c, task) for c, task in killed if markers[c.pk] is None], report)
         finish(link.queue, host, done, report)
         report.cleaned += hygiene.tidy_host(link.queue, host, state)
     if link.failed:
@@ -148,7 +146,9 @@ def note_live(case: Case, task: PueueTask) -> None:
         )
 
 
-def requeue_killed(queue: JobQueue, killed: list[tuple[Case, PueueTask]], report: MonitorReport) -> None:
+def requeue_killed(
+    queue: JobQueue, state: PueueState, killed: list[tuple[Case, PueueTask]], report: MonitorReport
+) -> None:
     """Run again the cases whose task was killed outside MQIC, once their old processes are gone.
 
     We never kill a running case's task ourselves (cancel moves the case first), so ``Killed`` is
@@ -161,7 +161,7 @@ def requeue_killed(queue: JobQueue, killed: list[tuple[Case, PueueTask]], report
         return
     sweeps = queue.end_processes(ATTEMPT_VARIABLE, [token_of(case.remote_dir) for case, _task in killed])
     for case, task in killed:
-        with isolated(case, "ending the processes of a killed task"):
+        with isolated(case, "ending the processes of a killed task", give_up=partial(stop_and_fail, queue, state)):
             sweep = sweeps[token_of(case.remote_dir)]
             if not sweep.gone:
                 why = "its host cannot list processes" if not sweep.checked else f"{sweep.left} still running"

@@ -4,8 +4,9 @@ Every entry point runs a pass through ``run``: the django-q2 tasks and schedules
 ``tick``, the management commands and the admin's buttons. ``run`` names the actor of every
 decision the pass makes (the pass itself, or the operator who pressed the button), collects
 the errors its cases had (each isolated on its case, see ``isolation``), writes a ``PassRun``
-with the outcome (a failure too: the dashboard reads them), and enqueues the follow-up passes
-the report asks for. What runs after what is decided here and in the reports' ``follow_ups``.
+with the outcome (a failure too: the dashboard reads them), and enqueues the follow-up passes.
+What runs after what is decided here only, in ``KINDS``: a pass's report states what it did
+(cases registered, GPU groups freed) and its kind's ``then`` says whether that calls for a submission.
 """
 
 from __future__ import annotations
@@ -37,13 +38,20 @@ class PassKind:
     run: Callable[..., object]
     actor: str
     """The name the pass's decisions carry when no operator ran it."""
+    then: Callable[[object], bool] = lambda report: False
+    """Whether what the pass did (its report) calls for a submission pass: only a submission
+    follows another pass, once a case waits or a GPU group became free."""
 
 
 KINDS: dict[str, PassKind] = {
-    "scan": PassKind(intake.scan, "scanner"),
+    "scan": PassKind(intake.scan, "scanner", then=lambda report: bool(report.registered)),
     "submit": PassKind(submission.submit_pass, "submitter"),
-    "monitor": PassKind(monitoring.monitor_pass, "monitor"),
-    "reconcile": PassKind(reconciliation.reconcile_pass, "reconciler"),
+    "monitor": PassKind(monitoring.monitor_pass, "monitor", then=lambda report: report.freed_gpus),
+    "reconcile": PassKind(
+        reconciliation.reconcile_pass,
+        "reconciler",
+        then=lambda report: bool(report.retried or report.released_groups) and not report.dry_run,
+    ),
 }
 
 
@@ -80,8 +88,8 @@ def run(kind: str, *, user=None, trigger: str = "", follow_ups: bool = True, **o
     outcome = PassRun.Outcome.PARTIAL if partial else PassRun.Outcome.OK
     record = _record(kind, actor, started, outcome, summary, save=not options.get("dry_run"))
     record.report = report  # for callers that print more than the summary
-    for follow_up in getattr(report, "follow_ups", []) if follow_ups else ():
-        enqueue(follow_up)
+    if follow_ups and spec.then(report):
+        enqueue("submit")
     return record
 
 

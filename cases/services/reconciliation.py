@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 from django.conf import settings
 from django.utils import timezone
@@ -22,7 +23,7 @@ from resources.services import release_group, set_blocked
 from ..models import HOLDS_GPU, Case, CaseStatus
 from .isolation import isolated
 from .labels import label_prefix
-from .lifecycle import adopt, retry_or_fail
+from .lifecycle import adopt, retry_or_fail, stop_and_fail
 from .matching import awaiting_its_id, is_attempt_task, orphans
 from .transitions import record_event, record_note_once
 
@@ -43,10 +44,6 @@ class ReconcileReport:
     orphans: list[dict] = field(default_factory=list)
     host_errors: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
-
-    @property
-    def follow_ups(self) -> list[str]:
-        return ["submit"] if (self.retried or self.released_groups) and not self.dry_run else []
 
     def __str__(self):
         parts = [
@@ -81,8 +78,9 @@ def reconcile_host(host: HpcHost, report: ReconcileReport) -> None:
     )
     with contact(host) as link:
         state = link.queue.state()
+        give_up = partial(stop_and_fail, link.queue, state)
         for case in stale:
-            with isolated(case, "reconciling its submission"):
+            with isolated(case, "reconciling its submission", give_up=give_up):
                 settle_stale_submission(link.queue, case, state, report)
         prefix = label_prefix()
         check_groups(link.queue, host, state, report, prefix)

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from resources.contact import contact, for_each_host
 from resources.jobqueue import (
+    AddResult,
     AddSpec,
     DaemonDown,
     FolderManifest,
@@ -62,10 +63,6 @@ class SubmitReport:
     failed: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     host_errors: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def follow_ups(self) -> list[str]:
-        return []
 
     def __str__(self):
         parts = [f"started {len(self.started)}", f"adopted {len(self.adopted)}"]
@@ -213,12 +210,14 @@ def adopt_earlier_attempts(queue: JobQueue, cases: list[Case], report: SubmitRep
     state = queue.state()
     fresh = []
     for case in cases:
-        dirs = attempt_dirs(case) if case.attempts else set()
-        live = [t for t in state.find_by_label(case.label) if t.is_live and is_case_task(t, case, dirs)]
-        if not live:
-            fresh.append(case)
-        elif adopt(queue, case, live, reason="found a live task of an earlier attempt"):
-            report.adopted.append(case.name)
+        # An error here leaves the case ``submitting`` with no add tried: the reconciler settles it.
+        with isolated(case, "looking for a live task of an earlier attempt"):
+            dirs = attempt_dirs(case) if case.attempts else set()
+            live = [t for t in state.find_by_label(case.label) if t.is_live and is_case_task(t, case, dirs)]
+            if not live:
+                fresh.append(case)
+            elif adopt(queue, case, live, reason="found a live task of an earlier attempt"):
+                report.adopted.append(case.name)
     return fresh
 
 
@@ -258,9 +257,10 @@ def upload(queue: JobQueue, host: HpcHost, listed: dict[Case, FolderManifest], r
     damaged = queue.upload([(listed[c], name) for name, c in names.items()], host.base_dir, progress=on_progress)
     for name, problem in damaged.items():
         case = names[name]
-        Case.objects.filter(pk=case.pk).update(attempts=F("attempts") + 1)
-        if retry_or_fail(case, S.SUBMITTING, f"the case folder changed while it was being sent: {problem}"):
-            report.returned.append(case.name)
+        with isolated(case, "putting back a folder damaged on the way", give_up=fail):
+            Case.objects.filter(pk=case.pk).update(attempts=F("attempts") + 1)
+            if retry_or_fail(case, S.SUBMITTING, f"the case folder changed while it was being sent: {problem}"):
+                report.returned.append(case.name)
     return [c for name, c in names.items() if name not in damaged]
 
 
@@ -281,29 +281,36 @@ def add_cases(queue: JobQueue, cases: list[Case], report: SubmitReport) -> None:
     results = queue.add_many(specs)
     crash_point("after_pueue_add")
     for case, result in zip(cases, results, strict=True):
-        if result.task_id is not None:
-            stored = transition(
-                case,
-                S.SUBMITTING,
-                S.RUNNING,
-                reason=f"pueue task {result.task_id} added in group {case.gpu_group.pueue_group}",
-                detail={"task_id": result.task_id},
-                pueue_task_id=result.task_id,
-                lease_expires_at=None,
-            )
-            crash_point("after_task_stored")
-            (report.started if stored else report.unknown).append(case.name)
-        elif isinstance(result.error, DaemonDown):
-            # pueued is down: nothing was created, and it is no fault of the case's.
-            give_back(case, f"pueue add refused, will retry: {result.error}", attempts=F("attempts") - 1)
-            report.returned.append(case.name)
-        elif isinstance(result.error, UnknownGroup):
-            # pueue refused before creating anything: a definite "no task".
-            host = case.gpu_group.host
-            set_blocked(case.gpu_group_id, missing_group_reason(host, case.gpu_group.pueue_group))
-            retry_or_fail(case, S.SUBMITTING, f"pueue add failed: {result.error}")
-            report.returned.append(case.name)
-        else:
-            # Anything else (a cut connection, a daemon that died mid-request) may hide a task.
-            record_event(case.pk, f"pueue add outcome unknown, left for reconciliation: {result.error}")
-            report.unknown.append(case.name)
+        # An error here leaves the case ``submitting``: the reconciler adopts its task by label.
+        with isolated(case, "storing its pueue task id"):
+            store_added(case, result, report)
+
+
+def store_added(case: Case, result: AddResult, report: SubmitReport) -> None:
+    """Record what ``pueue add`` said for one case."""
+    if result.task_id is not None:
+        stored = transition(
+            case,
+            S.SUBMITTING,
+            S.RUNNING,
+            reason=f"pueue task {result.task_id} added in group {case.gpu_group.pueue_group}",
+            detail={"task_id": result.task_id},
+            pueue_task_id=result.task_id,
+            lease_expires_at=None,
+        )
+        crash_point("after_task_stored")
+        (report.started if stored else report.unknown).append(case.name)
+    elif isinstance(result.error, DaemonDown):
+        # pueued is down: nothing was created, and it is no fault of the case's.
+        give_back(case, f"pueue add refused, will retry: {result.error}", attempts=F("attempts") - 1)
+        report.returned.append(case.name)
+    elif isinstance(result.error, UnknownGroup):
+        # pueue refused before creating anything: a definite "no task".
+        host = case.gpu_group.host
+        set_blocked(case.gpu_group_id, missing_group_reason(host, case.gpu_group.pueue_group))
+        retry_or_fail(case, S.SUBMITTING, f"pueue add failed: {result.error}")
+        report.returned.append(case.name)
+    else:
+        # Anything else (a cut connection, a daemon that died mid-request) may hide a task.
+        record_event(case.pk, f"pueue add outcome unknown, left for reconciliation: {result.error}")
+        report.unknown.append(case.name)
