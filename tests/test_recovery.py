@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from cases.models import Case, CaseEvent, CaseStatus
 from cases.services import intake, monitoring, reconciliation, submission
-from cases.services.jobs import EXIT_MARKER, job_command
+from cases.services.jobs import ATTEMPT_VARIABLE, EXIT_MARKER, job_command, token_of
 from cases.services.labels import label_prefix
 from resources.contact import retry_now
 from resources.models import GpuGroup, HpcHost
@@ -244,3 +244,47 @@ def test_orphans_are_tasks_with_our_prefix_and_no_live_case(hpc, sandbox, inbox)
     sandbox.cli("add", "-l", "mqic_case_otherinstall_1", "-g", "default", "--", "sleep 30")
     report = reconciliation.reconcile_pass()
     assert [o["label"] for o in report.orphans] == [f"{label_prefix()}999"]
+
+
+def test_a_task_that_took_over_a_stored_id_blocks_its_group(hpc, sandbox, inbox):
+    """pueue reuses ids after ``clean``: a live task under a running case's id, created at another
+    time, is not that case's task but work MQIC did not start."""
+    case = start_running(inbox, script="sleep 30\n")
+    Case.objects.filter(pk=case.pk).update(pueue_task_created_at=timezone.now() - timedelta(days=1))
+    report = reconciliation.reconcile_pass()
+    assert report.blocked_groups == [case.gpu_group.name]
+    assert "did not start" in GpuGroup.objects.get(pk=case.gpu_group_id).blocked_reason
+    sandbox.cli("kill", str(case.pueue_task_id))
+
+
+def test_a_lost_case_whose_processes_live_on_keeps_its_gpu_group_until_they_are_ended(
+    hpc, sandbox, inbox, settings
+):
+    """A task removed from pueue while it ran leaves no task and no marker, but its processes run
+    on: they are ended before the case fails as lost and its GPU group is handed on."""
+    settings.MQIC_LOST_GRACE_SECONDS = 0
+    case = start_running(inbox, script="sleep 300\n")
+    wait_for(lambda: case_pids(case), 10, "the job to start")
+    sandbox.restart()  # its task becomes Killed while its processes run on...
+    sandbox.cli("clean")  # ...and is then cleaned away: no task, no marker
+    assert str(case.pueue_task_id) not in sandbox.status()["tasks"]
+    monitoring.monitor_pass()  # notices the task is gone
+    monitoring.monitor_pass()  # the grace is over: its processes are ended, then it fails
+    case.refresh_from_db()
+    assert case.status == S.FAILED and case.last_error.startswith("lost:")
+    assert case.events.get(to_status=S.FAILED).detail["processes_ended"] >= 1
+    assert not case_pids(case), "nothing of the attempt runs any more"
+    assert GpuGroup.objects.filter(status="assigned").count() == 0
+
+
+def case_pids(case) -> list[int]:
+    """The processes on this machine that carry the case's attempt marker in their environment."""
+    marker = f"{ATTEMPT_VARIABLE}={token_of(case.remote_dir)}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found

@@ -96,3 +96,21 @@ def awaiting_its_id(task: PueueTask, gpu_group_id: int, prefix: str) -> bool:
         case_id is not None
         and Case.objects.filter(pk=case_id, status=CaseStatus.SUBMITTING, gpu_group_id=gpu_group_id).exists()
     )
+
+
+def stored_tasks(host_id: int) -> dict[int, Case]:
+    """The cases holding a GPU group of the host with a stored task id, by that id."""
+    cases = Case.objects.filter(status__in=HOLDS_GPU, gpu_group__host_id=host_id, pueue_task_id__isnull=False)
+    return {case.pueue_task_id: case for case in cases.only("label", "pueue_task_id", "pueue_task_created_at")}
+
+
+def foreign_tasks(state: PueueState, group, stored: dict[int, Case], prefix: str) -> list[int]:
+    """The live tasks of ``group``'s pueue group that MQIC did not start: neither the stored task
+    of a case (``stored_tasks``; checked as on every read, since ids are reused after ``clean``)
+    nor the task of a submission still waiting to learn its id."""
+    return [
+        task.id
+        for task in state.live_tasks_in_group(group.pueue_group)
+        if not (task.id in stored and is_stored_task(task, stored[task.id]))
+        and not awaiting_its_id(task, group.pk, prefix)
+    ]

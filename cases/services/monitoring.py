@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from resources.contact import contact, for_each_host
-from resources.jobqueue import FolderResult, JobQueue, PueueState, PueueTask, TaskResult
+from resources.jobqueue import FolderResult, JobQueue, PueueState, PueueTask, Sweep, TaskResult
 from resources.models import GpuGroup, HpcHost
 
 from ..faults import crash_point
@@ -50,6 +50,7 @@ LOG_TAIL_MAX_BYTES = 256 << 10
 SKIPPED_SHOWN = 100
 MARKER_MAX_BYTES = 64
 KILLED_LIVES_ON = "the task was killed outside MQIC, but its processes may live on"
+LOST_LIVES_ON = "its task vanished without an exit marker, but processes of it still run"
 # What a monitoring pass reads of a running case: loading only these keeps a pass over
 # thousands of running cases cheap (most of them only get compared with their task).
 MONITORED_FIELDS = (
@@ -127,7 +128,7 @@ def monitor_host(host: HpcHost, cases: list[Case], report: MonitorReport) -> Non
                 else:
                     done.append((case, task, task.exit_code))
         markers = read_markers(link.queue, [*vanished, *(case for case, _task in killed)])
-        done += judge_vanished(vanished, markers, report)
+        done += judge_vanished(link.queue, vanished, markers, report)
         # A job that wrote its exit code before pueue was killed under it did finish.
         done += [(case, task, markers[case.pk]) for case, task in killed if markers[case.pk] is not None]
         requeue_killed(link.queue, state, [(c, task) for c, task in killed if markers[c.pk] is None], report)
@@ -163,13 +164,7 @@ def requeue_killed(
     for case, task in killed:
         with isolated(case, "ending the processes of a killed task", give_up=partial(stop_and_fail, queue, state)):
             sweep = sweeps[token_of(case.remote_dir)]
-            if not sweep.gone:
-                why = "its host cannot list processes" if not sweep.checked else f"{sweep.left} still running"
-                record_note_once(
-                    case.pk,
-                    f"{KILLED_LIVES_ON} ({why}): keeping its GPU group until they are gone",
-                    kind=KILLED_LIVES_ON,
-                )
+            if still_running(case, sweep, KILLED_LIVES_ON):
                 continue
             ended = (
                 f"ended {sweep.found} leftover process(es) of it"
@@ -181,6 +176,15 @@ def requeue_killed(
                 case, S.RUNNING, reason, detail={"task": task.snapshot(), "processes_ended": sweep.found}
             ):
                 report.requeued.append(case.name)
+
+
+def still_running(case: Case, sweep: Sweep, kind: str) -> bool:
+    """Whether processes of the case's attempt may still run after ``sweep``; if so, say it once."""
+    if sweep.gone:
+        return False
+    why = "its host cannot list processes" if not sweep.checked else f"{sweep.left} still running"
+    record_note_once(case.pk, f"{kind} ({why}): keeping its GPU group until they are gone", kind=kind)
+    return True
 
 
 def finish(queue: JobQueue, host: HpcHost, done: list[Ended], report: MonitorReport) -> None:
@@ -284,11 +288,13 @@ def read_markers(queue: JobQueue, cases: list[Case]) -> dict[int, int | None]:
     return {case.pk: marker_code(found[exit_marker(case.remote_dir)]) for case in cases}
 
 
-def judge_vanished(cases: list[Case], markers: dict[int, int | None], report: MonitorReport) -> list[Ended]:
+def judge_vanished(
+    queue: JobQueue, cases: list[Case], markers: dict[int, int | None], report: MonitorReport
+) -> list[Ended]:
     """Cases whose task is gone: finished if their job left an exit marker, else lost after a grace."""
     now = timezone.now()
     grace = timedelta(seconds=settings.MQIC_LOST_GRACE_SECONDS)
-    finished = []
+    finished, lost = [], []
     for case in cases:
         code = markers[case.pk]
         if code is not None:
@@ -297,15 +303,32 @@ def judge_vanished(cases: list[Case], markers: dict[int, int | None], report: Mo
             Case.objects.filter(pk=case.pk, status=S.RUNNING).update(task_missing_since=now)
             record_event(case.pk, f"pueue task {case.pueue_task_id} is gone and left no exit marker; waiting")
         elif now - case.task_missing_since >= grace:
+            lost.append(case)
+    fail_lost(queue, lost, report)
+    return finished
+
+
+def fail_lost(queue: JobQueue, lost: list[Case], report: MonitorReport) -> None:
+    """Fail the cases whose task vanished without a trace, once no process of theirs is left.
+
+    pueue forgot the task, but not necessarily its processes (a task removed while it ran lives
+    on): they are ended first, and a case keeps its GPU group while any of them may still run.
+    """
+    sweeps = queue.end_processes(ATTEMPT_VARIABLE, [token_of(case.remote_dir) for case in lost])
+    for case in lost:
+        with isolated(case, "failing a lost case"):
+            sweep = sweeps[token_of(case.remote_dir)]
+            if still_running(case, sweep, LOST_LIVES_ON):
+                continue
             why = f"lost: pueue task {case.pueue_task_id} vanished without an exit marker"
             evidence = {
                 "task_missing_since": case.task_missing_since.isoformat(),
                 "last_seen_task": case.last_seen_task,
+                "processes_ended": sweep.found,
             }
             if move_and_release(case, S.RUNNING, S.FAILED, reason=why, detail=evidence, last_error=why):
                 report.failed.append(case.name)
                 keep_current_folder(case, why)
-    return finished
 
 
 def keep_current_folder(case: Case, why: str) -> None:

@@ -24,7 +24,7 @@ from ..models import HOLDS_GPU, Case, CaseStatus
 from .isolation import isolated
 from .labels import label_prefix
 from .lifecycle import adopt, retry_or_fail, stop_and_fail
-from .matching import awaiting_its_id, is_attempt_task, orphans
+from .matching import foreign_tasks, is_attempt_task, orphans, stored_tasks
 from .transitions import record_event, record_note_once
 
 S = CaseStatus
@@ -135,14 +135,9 @@ def release_groups_of_finished_cases(report: ReconcileReport) -> None:
 
 def check_groups(queue: JobQueue, host: HpcHost, state: PueueState, report: ReconcileReport, prefix: str) -> None:
     """Never offer a group whose pueue group runs work we did not start, or is paused."""
-    ours = set(
-        Case.objects.filter(status__in=HOLDS_GPU, gpu_group__host=host, pueue_task_id__isnull=False).values_list(
-            "pueue_task_id", flat=True
-        )
-    )
+    stored = stored_tasks(host.pk)
     for group in host.gpu_groups.all():
-        foreign = [t.id for t in state.live_tasks_in_group(group.pueue_group) if t.id not in ours]
-        foreign = [i for i in foreign if not awaiting_its_id(state.tasks[i], group.pk, prefix)]
+        foreign = foreign_tasks(state, group, stored, prefix)
         pueue_group = state.groups.get(group.pueue_group)
         paused = pueue_group is not None and pueue_group.status == GroupStatus.PAUSED
         if paused:
