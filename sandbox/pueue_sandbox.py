@@ -23,7 +23,8 @@ Usage
         parallel N [-g GROUP] | start [-g GROUP] | pause [-g GROUP] [-w] | shutdown | --version
     Python API for tests: ``install(bin_dir, state_dir, version)``, ``start_daemon(state_dir,
     version)``, ``stop_daemon(state_dir)`` (stop also kills any task process group left behind),
-    ``crash_daemon(state_dir)`` (SIGKILL the daemon alone, for restart tests).
+    ``crash_daemon(state_dir)`` (SIGKILL the daemon alone, for restart tests), ``configure(state_dir)``
+    (the config alone, as on a host whose pueue was set up but whose daemon never ran).
 
 Versions
     ``--version`` of the daemon (else env PUEUE_SANDBOX_VERSION, else 4.0.4) picks the JSON
@@ -37,6 +38,9 @@ Versions
 State dir (``--state-dir``, else env PUEUE_SANDBOX_DIR, else ~/.local/share/pueue-sandbox)
     pueue.yml       written by the first daemon start; without it the CLI answers "Couldn't find
                     a configuration file. Did you start the daemon yet?", like pueue.
+    shared_secret   written by the first daemon start too; a config without it (``configure``)
+                    makes the CLI answer "I/O error at path ".../shared_secret" while opening
+                    secret file. Did you start the daemon at least once?", like pueue.
     pueue.socket    the daemon's unix socket: one JSON request and one JSON response per
                     connection. No socket or nobody listening = "Did you start it?", ending with
                     "No such file or directory" after a clean stop (the daemon removes it) and
@@ -189,6 +193,7 @@ class StateDir:
         root = root or os.environ.get("PUEUE_SANDBOX_DIR") or DEFAULT_STATE_DIR
         self.root = os.path.abspath(os.path.expanduser(os.fspath(root)))
         self.config = self._path("pueue.yml")
+        self.secret = self._path("shared_secret")
         self.socket = self._path("pueue.socket")
         self.state = self._path("state.json")
         self.pid = self._path("daemon.pid")
@@ -465,7 +470,10 @@ class Daemon:
         with connection:
             connection.settimeout(5.0)
             try:
-                request = json.loads(receive_all(connection))
+                data = receive_all(connection)
+                if not data:  # a client that connected and gave up, as pueue's add on a missing -w
+                    return
+                request = json.loads(data)
                 connection.sendall(compact_json(self.handle(request)).encode())
             except (OSError, ValueError) as err:
                 print(f"pueue sandbox: dropped a request: {err!r}", file=sys.stderr)
@@ -789,9 +797,10 @@ def run_daemon(paths: StateDir, version: str) -> int:
     except BlockingIOError:
         print("There seems to be an active pueue daemon.", file=sys.stderr)
         return 1
-    if not os.path.exists(paths.config):
-        with open(paths.config, "w") as file:
-            file.write("# pueue sandbox: created by the first daemon start, like pueue's config\n")
+    configure(paths.root)
+    if not os.path.exists(paths.secret):
+        # pueued's secret authenticates its clients; the stand-in's clients only need it to exist.
+        write_atomically(paths.secret, os.urandom(32).hex())
     daemon = Daemon(paths, version)
     daemon.restore()
     with contextlib.suppress(FileNotFoundError):
@@ -953,22 +962,34 @@ def build_parser(version: str) -> argparse.ArgumentParser:
 
 
 def run_client(request: dict, version: str) -> int:
-    """Send one request to the daemon and print its answer where pueue would."""
+    """Send one request to the daemon and print its answer where pueue would. Like pueue, the client
+    reads its config and secret and connects before it resolves ``add``'s ``-w``: while the daemon
+    is down, a missing workdir goes unnoticed."""
     paths = StateDir()
+    if request["cmd"] == "add" and paths.fault("hang_before_add"):
+        return hang()
     if not os.path.exists(paths.config):
         no_config = "Couldn't find a configuration file. Did you start the daemon yet?"
         raise ClientError(no_config, location="pueue/src/bin/pueue.rs:61")
-    if request["cmd"] == "add":
-        request.update(path=add_path(request.pop("working_directory"), version), envs=captured_env())
-        if paths.fault("hang_before_add"):
-            return hang()
     try:
-        response = send_request(paths, request)
+        with open(paths.secret, "rb"):
+            pass
+    except OSError as err:
+        raise secret_error(paths, err) from err
+    try:
+        connection = connect(paths)
     except OSError as err:
         raise connection_error(paths, err) from err
-    except ValueError as err:  # the daemon went away after reading the request
-        cause = "I/O error while reading request size header:\nfailed to fill whole buffer"
-        raise ClientError(cause, location="pueue/src/client/commands/add.rs:73") from err
+    with connection:
+        if request["cmd"] == "add":
+            request.update(path=add_path(request.pop("working_directory"), version), envs=captured_env())
+        try:
+            response = exchange(connection, request)
+        except OSError as err:
+            raise connection_error(paths, err) from err
+        except ValueError as err:  # the daemon went away after reading the request
+            cause = "I/O error while reading request size header:\nfailed to fill whole buffer"
+            raise ClientError(cause, location="pueue/src/client/commands/add.rs:73") from err
     if request["cmd"] == "add" and paths.fault("hang_after_add"):
         return hang()
     if response["ok"]:
@@ -1006,12 +1027,26 @@ def captured_env() -> dict[str, str]:
 
 
 def send_request(paths: StateDir, request: dict, timeout: float | None = None) -> dict:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+    with connect(paths, timeout) as connection:
+        return exchange(connection, request)
+
+
+def connect(paths: StateDir, timeout: float | None = None) -> socket.socket:
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
         connection.settimeout(timeout)
         connection.connect(paths.socket)
-        connection.sendall(compact_json(request).encode())
-        connection.shutdown(socket.SHUT_WR)
-        return json.loads(receive_all(connection))
+    except OSError:
+        connection.close()
+        raise
+    return connection
+
+
+def exchange(connection: socket.socket, request: dict) -> dict:
+    """One request, one response: the request ends where the client shuts its side down."""
+    connection.sendall(compact_json(request).encode())
+    connection.shutdown(socket.SHUT_WR)
+    return json.loads(receive_all(connection))
 
 
 def connection_error(paths: StateDir, err: OSError) -> ClientError:
@@ -1023,6 +1058,15 @@ def connection_error(paths: StateDir, err: OSError) -> ClientError:
         f"I/O error at path {rust_debug_str(paths.socket)} while connecting to daemon. Did you start it?:\n"
         + rust_io_display(err),
         location="pueue_lib/src/network/client.rs:85",
+    )
+
+
+def secret_error(paths: StateDir, err: OSError) -> ClientError:
+    """pueue reads the shared secret before it connects: a config whose daemon never ran has none."""
+    return ClientError(
+        f"I/O error at path {rust_debug_str(paths.secret)} while opening secret file. "
+        "Did you start the daemon at least once?:\n" + rust_io_display(err),
+        location="pueue/src/bin/pueue.rs:91",
     )
 
 
@@ -1091,6 +1135,16 @@ def install(
     )
     wrapper.chmod(0o755)
     return wrapper
+
+
+def configure(state_dir: str | os.PathLike[str]) -> None:
+    """Write the state dir's config if it has none, as a first daemon start does (pueued saves a
+    default config when it finds none); alone, it leaves a host set up whose daemon never ran."""
+    paths = StateDir(state_dir)
+    os.makedirs(paths.root, mode=0o700, exist_ok=True)
+    if not os.path.exists(paths.config):
+        with open(paths.config, "w") as file:
+            file.write("# pueue sandbox: created by the first daemon start, like pueue's config\n")
 
 
 def start_daemon(state_dir: str | os.PathLike[str], version: str = DEFAULT_VERSION) -> int:

@@ -12,6 +12,7 @@ import pytest
 
 from cases.models import Attempt, Case, CaseStatus
 from cases.services import intake, monitoring, submission
+from cases.services.jobs import EXIT_MARKER
 from resources.jobqueue import JobQueue, Sweep
 from resources.models import GpuGroup
 from tests.support.cases import drop_case
@@ -83,3 +84,33 @@ def test_while_old_processes_may_live_the_gpu_group_is_kept(busy, remote, monkey
     monkeypatch.undo()
     monitoring.monitor_pass()
     assert Case.objects.get(pk=case.pk).status == S.SUBMITTED and not alive(pid)
+
+
+def test_a_killed_task_whose_job_left_its_exit_marker_finished(sshd, remote, mqic_dirs):
+    """pueued died under a job that then ran to its end: pueue says Killed, the exit marker says
+    done. The marker wins: the case ends with the job's own result, and is not run again."""
+    make_hpc_host(sshd, remote)
+    drop_case(
+        mqic_dirs.MQIC_NEW_CASES_DIR, "late", "while [ ! -e go ]; do sleep 0.05; done; echo done > out.txt\n"
+    )
+    intake.scan()
+    submission.submit_pass()
+    case = Case.objects.get(name="late")
+    folder = Path(case.remote_dir)
+    wait_for(
+        lambda: remote.status()["tasks"][str(case.pueue_task_id)]["status"].get("Running"), 10, "the job to start"
+    )
+    remote.crash()
+    (folder / "go").touch()  # the orphaned job finishes while no daemon watches it
+    wait_for((folder / EXIT_MARKER).exists, 10, "the job's exit marker")
+    remote.start()
+    assert remote.status()["tasks"][str(case.pueue_task_id)]["status"]["Done"]["result"] == "Killed"
+
+    report = monitoring.monitor_pass()
+
+    case.refresh_from_db()
+    assert (report.completed, report.requeued) == (["late"], [])
+    assert (case.status, case.exit_code) == (S.COMPLETED, 0)
+    assert (Path(case.result_path) / "out.txt").read_text() == "done\n"
+    assert Attempt.objects.filter(case=case).count() == 1, "not run again"
+    assert GpuGroup.objects.get(pk=case.gpu_group_id).holder_id is None

@@ -48,6 +48,8 @@ DAEMON_DOWN_REPLIES = [
     (DATA / f"v4_error_{name}.txt").read_text() for name in ("daemon_stopped", "daemon_killed", "handshake_reset")
 ]
 DAEMON_NEVER_STARTED = (DATA / "v4_error_no_config.txt").read_text()
+# A config, but pueued never ran on it: no shared secret yet (real pueue 4.0.4, path replaced).
+DAEMON_NEVER_RAN = (DATA / "v4_error_never_started.txt").read_text()
 UNKNOWN_GROUP = 'Group gpu doesn\'t exists. Use one of these: ["default"]\n'
 
 
@@ -220,7 +222,9 @@ def test_add_to_unknown_group(reply):
 
 
 @pytest.mark.parametrize(
-    "stderr", [*DAEMON_DOWN_REPLIES, DAEMON_NEVER_STARTED], ids=["stopped", "killed", "handshake", "no-config"]
+    "stderr",
+    [*DAEMON_DOWN_REPLIES, DAEMON_NEVER_STARTED, DAEMON_NEVER_RAN],
+    ids=["stopped", "killed", "handshake", "no-config", "no-secret"],
 )
 def test_add_with_the_daemon_down(stderr):
     client, _ = client_with(failed(1, stderr=stderr))
@@ -245,6 +249,24 @@ def test_errors_keep_only_their_meaningful_lines():
     assert str(never.value) == (
         "pueue exited 1: 0: Couldn't find a configuration file. Did you start the daemon yet?"
     )
+
+
+def test_a_configured_daemon_that_never_ran_is_down():
+    """Not a refusal ("outcome unknown" to the submission pass): pueue stopped before connecting, so
+    the add created nothing and is retried once the daemon runs."""
+    client, transport = client_with(failed(1, stderr=DAEMON_NEVER_RAN), batch_reply((1, "", DAEMON_NEVER_RAN)))
+
+    with pytest.raises(DaemonDown) as caught:
+        client.add("true", label="l", group="g", workdir="/w")
+    (result,) = client.add_many([AddSpec("true", "l", "g", "/w")])
+
+    assert "\x1b" in DAEMON_NEVER_RAN and "Location:" in DAEMON_NEVER_RAN
+    assert str(caught.value) == (
+        'pueue exited 1: 0: I/O error at path "/home/alice/.local/share/pueue/shared_secret" while opening '
+        "secret file. Did you start the daemon at least once?:\n0: No such file or directory (os error 2)"
+    )
+    assert type(result.error) is DaemonDown and result.error.stderr == caught.value.stderr
+    assert len(transport.calls) == 2
 
 
 def test_a_missing_workdir_is_a_plain_failure():

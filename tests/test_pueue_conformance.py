@@ -392,6 +392,8 @@ def test_daemon_stopped(remote, client):
         client.status()
     with pytest.raises(DaemonDown):
         client.add("true", label="l", group="gpu_a", workdir=str(remote.base_dir))
+    with pytest.raises(DaemonDown, match="Did you start it"):  # pueue connects before it resolves -w
+        client.add("true", label="l", group="gpu_a", workdir=str(remote.base_dir / "missing"))
 
     assert not remote.socket.exists(), "a clean stop removes the socket"
     assert_pueue_error(caught.value, daemon_down_message(remote, "No such file or directory (os error 2)"))
@@ -412,6 +414,33 @@ def test_daemon_killed(remote, client):
     assert_pueue_error(caught.value, daemon_down_message(remote, "Connection refused (os error 111)"))
     remote.start()
     assert client.status().tasks == {}
+
+
+def test_daemon_never_started(never_started_remote, sshd):
+    """pueue configured, pueued never run: the client finds no shared secret and stops before it
+    connects. A definite "daemon down" (nothing was added, retry later), not an unknown outcome."""
+    remote = never_started_remote
+    client = PueueClient(SshTransport(sshd.target()), remote.pueue)
+    folder = workdir(remote, "never")
+
+    with pytest.raises(DaemonDown) as caught:
+        client.add("true", label="early", group="default", workdir=str(folder))
+    with pytest.raises(DaemonDown):
+        client.status()
+
+    assert not remote.secret.exists() and not remote.socket.exists()
+    assert_pueue_error(
+        caught.value,
+        f'0: I/O error at path "{remote.secret}" while opening secret file. '
+        "Did you start the daemon at least once?:\n0: No such file or directory (os error 2)",
+    )
+    code, stdout, stderr = raw(remote, "status", "--json")
+    assert (code, stdout) == (1, "")
+    assert ANSI.search(stderr) and "Location:" in stderr
+    remote.start()
+    assert remote.secret.exists(), "the first start writes the secret"
+    task_id = client.add("true", label="later", group="default", workdir=str(folder))
+    assert [task.label for task in client.status().tasks.values()] == ["later"] and task_id == 0
 
 
 def test_graceful_stop_kills_running_tasks_and_pauses_groups_with_queued_ones(remote, client):

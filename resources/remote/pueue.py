@@ -72,9 +72,15 @@ class AddResult:
 
 
 _GLOBAL_OPTIONS = ("--color", "never")
-_DAEMON_DOWN_HINTS = ("Did you start it?", "Did you start the daemon yet?", "Failed to initialize client.")
-"""A socket nobody listens on, no config at all, or a handshake that failed: pueue sent no request.
-(Right after pueued is SIGKILLed the handshake can fail with "Connection reset by peer".)"""
+_DAEMON_DOWN_HINTS = (
+    "Did you start it?",
+    "Did you start the daemon yet?",
+    "Did you start the daemon at least once?",
+    "Failed to initialize client.",
+)
+"""A socket nobody listens on, no config at all, a config whose daemon never ran (no shared secret
+yet), or a handshake that failed: pueue sent no request. (Right after pueued is SIGKILLed the
+handshake can fail with "Connection reset by peer".)"""
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _REPORT_END = re.compile(r"^(Location:|Backtrace omitted|.*BACKTRACE|.*SPANTRACE|Suggestion:|Note:)")
 MAX_MESSAGE = 500

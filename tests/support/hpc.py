@@ -1,7 +1,7 @@
 """The remote HPC of the tests: a pueue daemon reached over the real sshd.
 
-Two kinds, with one surface (``root``, ``base_dir``, ``pueue``, ``start``, ``stop``, ``crash``,
-``restart``, ``cli``, ``status``, ``adds``, ``events``, ``set_fault``, ``cleanup``):
+Two kinds, with one surface (``root``, ``base_dir``, ``pueue``, ``socket``, ``secret``, ``start``,
+``stop``, ``crash``, ``restart``, ``cli``, ``status``, ``adds``, ``events``, ``set_fault``, ``cleanup``):
 
 * ``Sandbox``: the Python stand-in (``sandbox/pueue_sandbox.py``), always available;
 * ``RealPueue``: a private real pueued (``sandbox/real_pueue.py``) from the binaries in the folder
@@ -9,8 +9,9 @@ Two kinds, with one surface (``root``, ``base_dir``, ``pueue``, ``start``, ``sto
   variable they are skipped with ``REAL_PUEUE_MISSING``, or fail when ``CI`` is set (the
   ``pytest_runtest_setup`` hook below).
 
-The ``remote`` fixture runs a test on both. Fixtures here also build the database rows
-(``HpcHost`` and its ``GpuGroup``s) that point MQIC at a remote.
+The ``remote`` fixture runs a test on both (``never_started_remote`` too, configured but never
+started). Fixtures here also build the database rows (``HpcHost`` and its ``GpuGroup``s) that
+point MQIC at a remote.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class Sandbox:
 
     kind = "sandbox"
 
-    def __init__(self, version: str = "4.0.4", groups: dict[str, int] | None = None):
+    def __init__(self, version: str = "4.0.4", groups: dict[str, int] | None = None, *, started: bool = True):
+        """``started=False``: configured, but no daemon ever ran (so no groups either)."""
         # Short path: the daemon's unix socket path must stay under ~100 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="mqic-hpc-"))
         self.state_dir, self.base_dir = self.root / "state", self.root / "cases"
@@ -69,6 +71,9 @@ class Sandbox:
         self.version = version
         self.pueue = str(pueue_sandbox.install(self.root / "bin", self.state_dir, version))
         self.client_marker = f"PUEUE_SANDBOX_DIR={self.state_dir}".encode()
+        if not started:
+            pueue_sandbox.configure(self.state_dir)
+            return
         self.start()
         for name, parallel in (groups or {}).items():
             self.cli("group", "add", name, "-p", str(parallel))
@@ -76,6 +81,10 @@ class Sandbox:
     @property
     def socket(self) -> Path:
         return self.state_dir / "pueue.socket"
+
+    @property
+    def secret(self) -> Path:
+        return self.state_dir / "shared_secret"
 
     def start(self) -> None:
         pueue_sandbox.start_daemon(self.state_dir, self.version)
@@ -137,7 +146,8 @@ class RealPueue:
 
     kind = "real"
 
-    def __init__(self, groups: dict[str, int] | None = None):
+    def __init__(self, groups: dict[str, int] | None = None, *, started: bool = True):
+        """``started=False``: config and wrapper written, pueued never started (so no groups either)."""
         self.root = Path(tempfile.mkdtemp(prefix="mqic-rp-"))
         self.base_dir = self.root / "cases"
         self.base_dir.mkdir()
@@ -145,6 +155,8 @@ class RealPueue:
         self.daemon = RealDaemon(self.root / "pueue")
         self.pueue = str(self.daemon.install(self.bin_dir))
         self.client_marker = f"{MARKER}={self.daemon.root}".encode()
+        if not started:
+            return
         self.start()
         for name, parallel in (groups or {}).items():
             self.cli("group", "add", name, "-p", str(parallel))
@@ -152,6 +164,10 @@ class RealPueue:
     @property
     def socket(self) -> Path:
         return self.daemon.socket
+
+    @property
+    def secret(self) -> Path:
+        return self.daemon.data / "shared_secret"
 
     def start(self) -> None:
         self.daemon.start(self.bin_dir)
@@ -305,6 +321,14 @@ def sandbox():
 def remote(request):
     """The test once on the stand-in and once on real pueue (groups gpu_a and gpu_b, parallel 1)."""
     box = Sandbox(groups=GROUPS) if request.param == "sandbox" else RealPueue(groups=GROUPS)
+    yield box
+    box.cleanup()
+
+
+@pytest.fixture(params=["sandbox", pytest.param("real", marks=pytest.mark.real_pueue)])
+def never_started_remote(request):
+    """Like ``remote``, but its daemon was never started: pueue is configured, nothing more."""
+    box = Sandbox(started=False) if request.param == "sandbox" else RealPueue(started=False)
     yield box
     box.cleanup()
 
