@@ -253,9 +253,11 @@ class CaseAdmin(admin.ModelAdmin):
     def tries(self, case):
         return case.attempts
 
-    @admin.display(description="age", ordering="created_at")
+    @admin.display(description="age", ordering="-created_at")
     def age(self, case):
-        """Time since the case was registered; the registration time to the second on hover."""
+        """Time since the case was registered; the registration time to the second on hover.
+
+        Sorted by age ascending, the youngest comes first: the reverse of ``created_at``."""
         return format_html('<span title="registered {}">{}</span>', at(case.created_at), _age(case.created_at))
 
     @admin.display(description="run time", ordering="run_time")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.shortcuts import get_object_or_404, redirect
 
-from mqic_site.admin_ui import AdminPage, show
+from mqic_site.admin_ui import AdminPage, log_outcome, show
 
 from .models import Case, CaseStatus
 from .services import operations
@@ -26,7 +26,9 @@ class ReconcileView(AdminPage):
     opts = Case._meta
 
     def post(self, request):
-        show(request, [operations.reconcile_now(request.user)])
+        run, outcome = operations.reconcile_now(request.user)
+        log_outcome(request, run, outcome)
+        show(request, [outcome])
         return redirect("admin:cases_case_changelist")
 
 

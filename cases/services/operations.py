@@ -22,7 +22,7 @@ from resources.models import GpuGroup, HpcHost
 from resources.operations import Outcome, refused
 from resources.services import lock_group
 
-from ..models import HOLDS_GPU, Attempt, Case, CaseStatus
+from ..models import HOLDS_GPU, Attempt, Case, CaseStatus, PassRun
 from . import intake, passes
 from .labels import label_prefix
 from .lifecycle import move_and_release
@@ -53,10 +53,13 @@ def retry(case: Case, user) -> Outcome:
     """A finished-but-unsuccessful case goes back to ``submitted`` for another attempt.
 
     ``attempts`` is kept: a task of an earlier attempt that still lives is then adopted by
-    the next submission instead of being started a second time.
+    the next submission instead of being started a second time. A rejected case is re-checked
+    (``recheck``): its folder was the problem, so it goes back only once the folder is valid.
     """
     case.refresh_from_db()
     old = case.status
+    if old == S.REJECTED:
+        return recheck(case, user)
     if old not in RETRYABLE:
         return does_not_apply(case, "retry")
     if not transition(
@@ -164,11 +167,14 @@ def mark_failed(case: Case, user) -> Outcome:
     return Outcome(True, f"{case.name} failed and its GPU group released; if its task still runs, {ORPHAN_HINT}")
 
 
-def reconcile_now(user) -> Outcome:
-    """Run the reconciliation pass now, as ``user``: its decisions are events naming them."""
+def reconcile_now(user) -> tuple[PassRun, Outcome]:
+    """Run the reconciliation pass now, as ``user``: its decisions are events naming them.
+
+    The pass's record comes back with the outcome: it is what "Recent actions" links to.
+    """
     run = passes.run("reconcile", user=user)
     level = "success" if run.outcome == run.Outcome.OK else "warning"
-    return Outcome(True, f"reconciled ({_by(user)}): {run.summary}", level)
+    return run, Outcome(True, f"reconciled ({_by(user)}): {run.summary}", level)
 
 
 # -- orphans: live tasks with our label prefix that no case holds -----------------------------
