@@ -9,9 +9,9 @@ The schedules are instrumented for that: django-q2 hands each scheduled task its
 (``intended_date_kwarg``), which becomes the pass's trigger, so a period fired twice shows as two
 pass runs with the same time.
 
-Both nodes share ``Q_CLUSTER["name"]``: it is django-q2's queue and the salt of its task signatures,
-so a node with a name of its own would neither see nor be able to read the other's tasks. What tells
-the nodes apart is each one's log (and django-q2's cluster id and host, in the admin).
+Both nodes serve one queue (``Q_CLUSTER["name"]``, no ``Q_CLUSTER_NAME``), as docs/deployment.md
+advises: what the killed node would have taken goes to the other at once. What tells the nodes
+apart is each one's log (and django-q2's cluster id and host, in the admin).
 """
 
 from __future__ import annotations
