@@ -21,7 +21,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from mqic_site.admin_ui import badge, confirmation, confirmed, log_outcome, safe_next, show
+from mqic_site.admin_ui import badge, confirmation, confirmed, link, log_outcome, safe_next, show
 
 from . import admin_views
 from .models import FINISHED, HOLDS_GPU, Case, CaseEvent, CaseStatus, Installation, PassRun
@@ -274,10 +274,8 @@ class CaseAdmin(admin.ModelAdmin):
 
     @admin.display(description="results")
     def results_display(self, case):
-        return format_html(
-            '<a href="{}">the results page</a> (files, the job log, the whole folder as an archive)',
-            reverse("console:results", args=[case.pk]),
-        )
+        page = link("console:results", "the results page", case.pk)
+        return format_html("{} (files, the job log, the whole folder as an archive)", page)
 
     @admin.display(description="remote task as last seen")
     def last_seen_task_display(self, case):

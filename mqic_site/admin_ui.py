@@ -14,6 +14,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.generic import TemplateView
@@ -29,6 +30,15 @@ class Outcome(Protocol):
 
 # More messages than this after a bulk action are summed up instead of listed.
 MESSAGES_LISTED = 10
+
+
+def link(url_name: str, text: str, *args):
+    """A link to another app's page, or the plain text when that app is not installed: an app
+    may point at a page of an app above it, but never needs it."""
+    try:
+        return format_html('<a href="{}">{}</a>', reverse(url_name, args=args), text)
+    except NoReverseMatch:
+        return text
 
 
 def badge(text: str, colour: str, title: str = ""):

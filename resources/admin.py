@@ -9,25 +9,17 @@ group's status and holder are never edited, a group or host that cases ran on is
 from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.template.loader import render_to_string
-from django.urls import NoReverseMatch, path, reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from mqic_site.admin_ui import badge, confirmation, confirmed, log_outcome, safe_next, show
+from mqic_site.admin_ui import badge, confirmation, confirmed, link, log_outcome, safe_next, show
 
 from . import hostkeys, operations
 from .admin_views import TrustKeyView
 from .models import GpuGroup, HpcHost
 
 GROUP_COLOURS = {"available": "#2f9e44", "assigned": "#1971c2", "disabled": "#868e96"}
-
-
-def link(url_name: str, text: str, *args):
-    """A link to another app's admin page, or the plain text when that page does not exist."""
-    try:
-        return format_html('<a href="{}">{}</a>', reverse(url_name, args=args), text)
-    except NoReverseMatch:
-        return text
 
 
 # How a host is reached: whoever may change these runs commands as the HPC account (or reads

@@ -66,3 +66,15 @@ def test_no_tracked_file_names_a_folder_of_this_machine():
         text = path.read_bytes().decode(errors="replace")
         found += [f"{name}: {prefix}" for prefix in outside if prefix in text]
     assert found == []
+
+
+@pytest.mark.parametrize("package", ["resources", "cases"])
+def test_apps_point_at_pages_above_them_only_through_a_guarded_link(package):
+    """A page of the console is linked with ``admin_ui.link`` (plain text without the console),
+    never reversed outright: an app works without the apps above it."""
+    wrong = [
+        str(path.relative_to(REPO))
+        for path in sorted((REPO / package).rglob("*.py"))
+        if 'reverse("console:' in path.read_text()
+    ]
+    assert wrong == []
