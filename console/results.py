@@ -4,7 +4,8 @@ The folder holds what a job wrote, brought home: untrusted. Every path is opened
 a time below the folder's own descriptor with ``O_NOFOLLOW``, so a link (even one swapped in
 after the listing) is never followed out of it; links and special files are listed, never served.
 Files are read in chunks, and the archive is a tar written as it is sent (``tar_stream``): no
-whole file is ever held in memory.
+whole file is ever held in memory. Both walk the folder with ``_tree``: no recursion, one
+descriptor per level, and no deeper than ``MAX_DEPTH`` levels, the depth results are unpacked to.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from django.conf import settings
 
 from cases.models import Case
 from cases.services.jobs import JOB_LOG, results_dir
+from resources.remote.untar import MAX_DEPTH
 
 CHUNK = 256 << 10
 LISTED_MAX = 5000
@@ -50,6 +53,7 @@ class Listing:
     entries: list[Entry]
     total_bytes: int = 0
     truncated: bool = False
+    """Not all is listed: past ``LISTED_MAX`` entries, or folders nested past ``MAX_DEPTH``."""
 
     @property
     def job_log(self) -> Entry | None:
@@ -88,32 +92,83 @@ def listing(case: Case) -> Listing:
         return Listing(False, [])
     found = Listing(True, [])
     try:
-        _walk(root, "", found)
+        _walk(root, found)
     finally:
         os.close(root)
     found.entries.sort(key=lambda e: e.path)
     return found
 
 
-def _walk(dir_fd: int, prefix: str, found: Listing) -> None:
-    with os.scandir(dir_fd) as entries:
-        for entry in entries:
+def _walk(root: int, found: Listing) -> None:
+    walk = _tree(root)
+    try:
+        for item in walk:
             if len(found.entries) >= LISTED_MAX:
                 found.truncated = True
                 return
-            info = entry.stat(follow_symlinks=False)
-            kind = _kind(info.st_mode)
-            path = prefix + entry.name
-            found.entries.append(Entry(path, kind, info.st_size if kind == "file" else 0, _mtime(info)))
-            if kind == "file":
-                found.total_bytes += info.st_size
-            elif kind == "folder":
+            kind = _kind(item.info.st_mode)
+            size = item.info.st_size if kind == "file" else 0
+            found.entries.append(Entry(item.path, kind, size, _mtime(item.info)))
+            found.total_bytes += size
+            found.truncated |= item.too_deep
+    finally:
+        walk.close()
+
+
+class _Found(NamedTuple):
+    dir_fd: int
+    """The folder holding it, open while the walk stays there."""
+    name: str
+    path: str
+    info: os.stat_result
+    too_deep: bool
+    """A folder nested past ``MAX_DEPTH``: listed, not entered."""
+
+
+def _tree(root: int) -> Iterator[_Found]:
+    """Every entry below ``root`` (not followed through links), depth first, by name, parents
+    before their children. No recursion, and one descriptor per level for at most ``MAX_DEPTH``
+    levels: a hostile folder thousands of levels deep costs neither the stack nor descriptors.
+    What vanishes or cannot be opened meanwhile is passed over. Close it to release the descriptors."""
+    stack = [(root, "", iter(_names(root)))]
+    try:
+        while stack:
+            dir_fd, prefix, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                if dir_fd != root:
+                    os.close(dir_fd)
+                continue
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                continue
+            is_folder = stat.S_ISDIR(info.st_mode)
+            too_deep = is_folder and len(stack) > MAX_DEPTH
+            yield _Found(dir_fd, name, prefix + name, info, too_deep)
+            if is_folder and not too_deep:
                 with contextlib.suppress(OSError):
-                    child = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
-                    try:
-                        _walk(child, path + "/", found)
-                    finally:
-                        os.close(child)
+                    stack.append(_level(dir_fd, name, prefix))
+    finally:
+        for dir_fd, _prefix, _names_left in stack:
+            if dir_fd != root:
+                os.close(dir_fd)
+
+
+def _level(dir_fd: int, name: str, prefix: str) -> tuple[int, str, Iterator[str]]:
+    """Folder ``name`` of ``dir_fd``, opened (never through a link) and listed."""
+    child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        return child, f"{prefix}{name}/", iter(_names(child))
+    except BaseException:
+        os.close(child)
+        raise
+
+
+def _names(dir_fd: int) -> list[str]:
+    with os.scandir(dir_fd) as entries:
+        return sorted(entry.name for entry in entries)
 
 
 def _kind(mode: int) -> str:
@@ -178,31 +233,19 @@ def tar_stream(case: Case, top: str) -> Iterator[bytes]:
 
 def _tar_blocks(case: Case, top: str) -> Iterator[bytes]:
     root = open_root(case)
+    walk = _tree(root)
     try:
         yield _header(top, tarfile.DIRTYPE, 0, 0o755, datetime.now(tz=UTC).timestamp())
-        yield from _tar_folder(root, top + "/")
+        for item in walk:
+            member = f"{top}/{item.path}"
+            if stat.S_ISDIR(item.info.st_mode):
+                yield _header(member, tarfile.DIRTYPE, 0, 0o755, item.info.st_mtime)
+            elif stat.S_ISREG(item.info.st_mode):
+                yield from _tar_file(item.dir_fd, item.name, member)
     finally:
+        walk.close()
         os.close(root)
     yield b"\0" * (2 * tarfile.BLOCKSIZE)
-
-
-def _tar_folder(dir_fd: int, prefix: str) -> Iterator[bytes]:
-    with os.scandir(dir_fd) as listed:
-        entries = sorted(listed, key=lambda e: e.name)
-    for entry in entries:
-        info = entry.stat(follow_symlinks=False)
-        if stat.S_ISDIR(info.st_mode):
-            try:
-                child = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
-            except OSError:
-                continue
-            try:
-                yield _header(prefix + entry.name, tarfile.DIRTYPE, 0, 0o755, info.st_mtime)
-                yield from _tar_folder(child, prefix + entry.name + "/")
-            finally:
-                os.close(child)
-        elif stat.S_ISREG(info.st_mode):
-            yield from _tar_file(dir_fd, entry.name, prefix + entry.name)
 
 
 def _tar_file(dir_fd: int, name: str, member: str) -> Iterator[bytes]:

@@ -1,6 +1,7 @@
 """A case's results page: listed, each file and the whole folder downloadable (streamed), behind
 ``console.view_results``; nothing is ever served through a link out of the results folder."""
 
+import contextlib
 import io
 import os
 import tarfile
@@ -11,6 +12,8 @@ from django.urls import reverse
 
 from cases.models import CaseStatus
 from cases.services.jobs import JOB_LOG
+from resources.remote.download import remove_tree
+from resources.remote.untar import MAX_DEPTH
 from tests.factories import make_case
 from tests.support.users import user_with
 
@@ -141,3 +144,41 @@ def test_results_need_their_own_permission(client, done):
     client.logout()
     response = client.get(results_url(done, "console:result_file", "result.txt"))
     assert response.status_code == 302 and response["Location"].startswith(reverse("admin:login"))
+
+
+@pytest.fixture
+def deep_tmp(tmp_path):
+    """``tmp_path``, emptied without recursion after the test however it ended: pytest removes
+    old temporary folders with ``shutil.rmtree``, which fails on a tree thousands of levels deep."""
+    yield tmp_path
+    for entry in tmp_path.iterdir():
+        remove_tree(entry)
+
+
+def test_a_folder_thousands_of_levels_deep_is_listed_and_archived_to_max_depth(reader, mqic_dirs, deep_tmp):
+    """The walk neither recurses nor holds a descriptor per level past ``MAX_DEPTH``: the page
+    and the archive come out whole instead of a RecursionError (or running out of descriptors)."""
+    case = make_case(S.COMPLETED, name="deep")
+    mqic_dirs.MQIC_RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    fd = os.open(mqic_dirs.MQIC_RESULTS_DIR, os.O_RDONLY | os.O_DIRECTORY)
+    os.mkdir(case.name, dir_fd=fd)
+    for name in [case.name] + ["d"] * 3000:  # by descriptor: no path ever gets long
+        child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+        with contextlib.suppress(FileExistsError):
+            os.mkdir("d", dir_fd=fd)
+    os.close(fd)
+    deepest_entered = "/".join(["d"] * MAX_DEPTH)
+
+    page = reader.get(results_url(case))
+
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert f'data-path="{deepest_entered}/d"' in html and f'data-path="{deepest_entered}/d/d"' not in html
+    assert "Only the first" in html  # the listing says it is not whole
+    with tarfile.open(
+        fileobj=io.BytesIO(body(reader.get(results_url(case, "console:results_archive"))))
+    ) as archive:
+        names = archive.getnames()
+    assert max(name.count("/") for name in names) == MAX_DEPTH + 1 and len(names) == MAX_DEPTH + 2

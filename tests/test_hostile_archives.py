@@ -20,9 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from resources.remote.download import remove_tree
+from resources.remote.local import LocalTransport
 from resources.remote.manifest import ScanLimits, UnsafeCaseFolder, scan_folder
 from resources.remote.tarstream import write_folders
-from resources.remote.untar import CHUNK, Limits, extract_folders
+from resources.remote.untar import CHUNK, MAX_DEPTH, Limits, extract_folders
 
 KB, MB = 1 << 10, 1 << 20
 SECRET = b"outside the case folder: must never be sent\n"
@@ -151,8 +153,10 @@ def world(tmp_path):
 
 
 def test_cve_2025_4517_chain_writes_nothing_outside(world):
-    """The file the chain targets is ``outside/pwned.txt``; on the old extract_tar it was written."""
-    extraction = world.extract(chain_attack("../../outside", b"owned\n"))
+    """The file the chain targets is ``outside/pwned.txt``: the old extract_tar (tarfile's
+    ``extractall(filter="data")``, which unpacked ``c`` itself into the destination, so
+    ``outside`` is three levels up from ``c``) wrote it there on Python 3.11.7."""
+    extraction = world.extract(chain_attack("../../../outside", b"owned\n"))
 
     result = extraction.folders["c"]
     assert result.ok, result.error
@@ -252,6 +256,38 @@ def test_member_cap_refuses_the_folder_and_names_the_setting(world):
     result = world.extract(archive(folder("c"), *files), Limits(max_members=5)).folders["c"]
 
     assert result.error == "results exceed MQIC_RESULT_MAX_MEMBERS (5 members)"
+
+
+def test_folders_made_on_the_way_to_a_file_count_toward_the_member_cap(world):
+    """``c`` and ``c/x/y/z/f`` are two headers, but five entries once written."""
+    stream = archive(folder("c"), member("c/x/y/z/f", b"1"))
+
+    refused = world.extract(stream, Limits(max_members=4)).folders["c"]
+
+    assert refused.error == "results exceed MQIC_RESULT_MAX_MEMBERS (4 members)"
+    stream.seek(0)
+    assert world.extract(stream, Limits(max_members=5)).folders["c"].ok
+
+
+def test_a_name_nested_past_max_depth_is_refused_before_any_folder_is_made(world):
+    deep = "c/" + "a/" * 3000 + "f"
+
+    result = world.extract(archive(folder("c"), member(deep, b"x")), Limits(max_members=2)).folders["c"]
+
+    assert result.reached and result.error.endswith(f"nested more than {MAX_DEPTH} folders deep (MAX_DEPTH)")
+    assert tree(world.dests["c"]) == {}
+
+
+def test_max_depth_is_the_upload_rule_too_folders_to_it_and_files_in_them(tmp_path):
+    """As many folders as ``manifest`` sends, and files in the deepest, come back; one more is refused."""
+    world = World(tmp_path, ("ok", "deep"))
+    last = "a/" * MAX_DEPTH
+    stream = archive(folder("ok"), member(f"ok/{last}f", b"x"), folder("deep"), folder(f"deep/{last}a"))
+
+    results = world.extract(stream).folders
+
+    assert results["ok"].ok and (world.dests["ok"] / last / "f").read_bytes() == b"x"
+    assert "nested more than" in results["deep"].error
 
 
 class Endless:
@@ -415,6 +451,95 @@ def test_what_gnu_tar_writes_comes_back_exactly(tmp_path):
     expected = {k: v for k, v in tree(source / "c").items() if v != "link"}
     assert (result.ok, result.skipped, result.files) == (True, [("c/link", "symlink")], 2)
     assert tree(world.dests["c"]) == expected
+
+
+# -- folders of any depth already on disk: removed and replaced without recursion ---------------------------
+
+
+def deep_folder(path: Path, levels: int, *, link_to: Path | None = None) -> None:
+    """``path/d/d/.../d/f`` ``levels`` folders deep, built by descriptor (no path gets long),
+    with a symlink to ``link_to`` at the bottom if given."""
+    path.mkdir()
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(levels):
+            os.mkdir("d", dir_fd=fd)
+            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd))
+        if link_to is not None:
+            os.symlink(link_to, "out", dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def deep_tmp(tmp_path):
+    """``tmp_path``, emptied without recursion after the test however it ended: pytest removes
+    old temporary folders with ``shutil.rmtree``, which fails on a tree thousands of levels deep."""
+    yield tmp_path
+    for entry in tmp_path.iterdir():
+        remove_tree(entry)
+
+
+def test_old_results_and_staging_thousands_of_levels_deep_are_removed_and_replaced(deep_tmp):
+    """``shutil.rmtree`` raises RecursionError on these (even with ignore_errors), which
+    stopped every later download into them; links at the bottom are removed, not followed."""
+    world = World(deep_tmp / "w")
+    outside = world.top / "a" / "b" / "outside"
+    host = deep_tmp / "host"
+    (host / "c").mkdir(parents=True)
+    (host / "c" / "new.txt").write_text("new")
+    dest = world.dests["c"]
+    dest.rmdir()
+    deep_folder(dest, 3000, link_to=outside)
+    deep_folder(dest.with_name(".mqic-7.incoming"), 3000, link_to=outside)  # a crash's leftover
+
+    results = LocalTransport().download_folders(str(host), world.dests, staging_keys={"c": "7"}, limits=Limits())
+
+    assert results["c"].ok, results["c"].error
+    assert tree(dest) == {"new.txt": tree(dest)["new.txt"]}
+    assert sorted(os.listdir(world.results)) == ["dest-c"]  # no staging and no old results left
+    assert world.around() == world.before
+
+
+def test_remove_tree_removes_a_link_itself_and_accepts_what_is_not_there(tmp_path):
+    target = tmp_path / "target"
+    deep_folder(target, 3)
+    (tmp_path / "link").symlink_to(target)
+
+    remove_tree(tmp_path / "link")
+    remove_tree(tmp_path / "never there")
+    remove_tree(tmp_path / "no parent" / "either")
+
+    assert not os.path.lexists(tmp_path / "link") and len(tree(target)) == 4
+
+
+@pytest.mark.parametrize(
+    ("bad", "step"),
+    [
+        ("bad\0dir/dest", "the local folder could not be prepared"),
+        ("bad\0dest", "the downloaded folder could not be put in place"),
+    ],
+)
+def test_an_unexpected_error_for_one_folder_stays_with_it(tmp_path, bad, step):
+    """A destination no path can name (a NUL byte) raises ValueError, not OSError, when its
+    staging is prepared or when it is swapped in: that folder is refused with the reason and
+    the other comes home all the same."""
+    host = tmp_path / "host"
+    for name in ("bad", "good"):
+        (host / name).mkdir(parents=True)
+        (host / name / "r.txt").write_text(name)
+    routes = {"bad": tmp_path / bad, "good": tmp_path / "good"}
+
+    results = LocalTransport().download_folders(
+        str(host), routes, staging_keys={"bad": "1", "good": "2"}, limits=Limits()
+    )
+
+    assert results["bad"].reached and results["bad"].error == f"{step}: ValueError: embedded null byte"
+    assert results["good"].ok and (tmp_path / "good" / "r.txt").read_text() == "good"
+    assert sorted(os.listdir(tmp_path)) == ["good", "host"]  # the refused folder's staging is gone
 
 
 # -- property: whatever the names and kinds, nothing outside is touched -------------------------------------

@@ -11,16 +11,23 @@ The transports only run the command and hand its stdout to ``untar.extract_folde
   and given by the caller (a case id), so the name fits the 255-byte limit whatever the
   destination's own name. A failed folder leaves the previous results untouched and its
   staging removed.
+* Staging and replaced folders are removed by ``remove_tree``: by descriptor, one level at a
+  time and without recursion, so a folder of any depth goes (``shutil.rmtree`` recurses and
+  raises ``RecursionError`` a few thousand levels down, even with ``ignore_errors``).
+* A problem of one folder stays with that folder's result, whatever it is: the others of
+  the batch are unpacked and swapped in all the same.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import posixpath
 import re
 import shlex
-import shutil
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -34,6 +41,7 @@ StreamTar = Callable[[str, Callable[[Readable], Extraction]], tuple[Extraction, 
 consumer left the stream unread to its end and the command was stopped instead."""
 
 KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _GENERIC_COMPLAINTS = ("Exiting with failure status due to previous errors",)
 
 
@@ -67,27 +75,101 @@ class Staging:
     def prepare(self) -> Path:
         if self.outgoing.exists() and self.incoming.exists() and not os.path.lexists(self.dest):
             self.incoming.rename(self.dest)
-        self.discard()
+        for leftover in (self.incoming, self.outgoing):
+            remove_tree(leftover)
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         self.incoming.mkdir(mode=0o700)
         return self.incoming
 
     def commit(self) -> None:
-        """Swap the incoming folder in; if that fails, the previous results are put back."""
+        """Swap the incoming folder in; if that fails, the previous results are put back.
+        The previous results are left as the outgoing folder, for ``discard``."""
         moved = os.path.lexists(self.dest)
         if moved:
             self.dest.rename(self.outgoing)
         try:
             self.incoming.rename(self.dest)
-        except OSError:
+        except BaseException:
             if moved:
                 self.outgoing.rename(self.dest)
             raise
-        shutil.rmtree(self.outgoing, ignore_errors=True)
 
     def discard(self) -> None:
+        """Remove what is left, as far as possible: anything that stays is removed by the
+        next ``prepare``, which says why if it still cannot be."""
         for leftover in (self.incoming, self.outgoing):
-            shutil.rmtree(leftover, ignore_errors=True)
+            with contextlib.suppress(Exception):
+                remove_tree(leftover)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` and everything below it, never following a link (a link at ``path``
+    itself is removed, not what it points to); nothing there is fine.
+
+    No recursion and one descriptor at a time, so any depth works: the walk goes down by
+    ``open(O_NOFOLLOW)`` below the current folder and back up through its ``..``, which must
+    be the very folder it came from (a folder moved meanwhile stops it with an ``OSError``).
+    """
+    path = Path(path)
+    try:
+        parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            st = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            _remove_folder(parent, path.name)
+        else:
+            os.unlink(path.name, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+def _remove_folder(top: int, name: str) -> None:
+    """Empty and remove folder ``name`` of ``top``, depth first, without recursion."""
+    trail: list[tuple[str, tuple[int, int]]] = []  # each folder entered: its name, its parent's identity
+    fd, down = os.dup(top), name
+    try:
+        while True:
+            if down is not None:
+                child = os.open(down, _DIR_FLAGS, dir_fd=fd)
+                trail.append((down, _identity(fd)))
+                os.close(fd)
+                fd = child
+            down = _clear_files(fd)
+            if down is not None:
+                continue
+            entered, parent = trail.pop()
+            up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = up
+            if _identity(fd) != parent:
+                raise OSError(errno.ESTALE, "a folder was moved while it was being removed", entered)
+            os.rmdir(entered, dir_fd=fd)
+            if not trail:
+                return
+    finally:
+        os.close(fd)
+
+
+def _clear_files(fd: int) -> str | None:
+    """Unlink what folder ``fd`` holds up to its first sub-folder, and return that one's name;
+    None once the folder is empty."""
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                return entry.name
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.name, dir_fd=fd)
+    return None
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 def fetch(
@@ -113,8 +195,12 @@ def fetch(
             staging = Staging(dest, staging_keys[name])
             try:
                 staging.prepare()
-            except OSError as error:
+            except OSError as error:  # perhaps passing (a full disk): the next pass tries again
                 results[name] = FolderResult(error=f"not reached: local folder could not be prepared: {error}")
+                continue
+            except Exception as error:  # it would happen again: this folder is refused
+                why = f"the local folder could not be prepared: {_unexpected(error)}"
+                results[name] = FolderResult(error=why, reached=True)
                 continue
             staged[name] = staging
         if staged:
@@ -171,6 +257,12 @@ def _commit(staging: Staging, result: FolderResult) -> None:
         staging.commit()
     except OSError as error:
         result.error = f"the downloaded folder could not be put in place: {error}"
+    except Exception as error:
+        result.error = f"the downloaded folder could not be put in place: {_unexpected(error)}"
+
+
+def _unexpected(error: Exception) -> str:
+    return shown(f"{type(error).__name__}: {error}", 300)
 
 
 def fetch_one(

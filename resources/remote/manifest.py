@@ -23,11 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .untar import shown
+from .untar import MAX_DEPTH, shown
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-MAX_DEPTH = 100
-"""Folders nested deeper than this are refused: the upload holds one descriptor per level."""
 MAX_LINK_HOPS = 40
 """As the kernel's limit on symlinks followed while resolving one path."""
 

@@ -12,15 +12,18 @@ the stream itself, with ``tarfile.TarInfo.frombuf`` parsing one header block at 
   ``(name, kind)`` in ``FolderResult.skipped``, so the caller can list them in a case
   event. Results are data to read; a link in them is only a way to point out of them.
 * A name must be relative, without ``..``, without NUL, and must not be empty or ``.``
-  only once normalised. Names are decoded as UTF-8 with ``surrogateescape``, so any
-  bytes round-trip to the same file name.
+  only once normalised, nor nested more than ``MAX_DEPTH`` folders deep (the rule uploads
+  follow too). Names are decoded as UTF-8 with ``surrogateescape``, so any bytes
+  round-trip to the same file name.
 * Writing never goes through a path string: each destination is opened with
   ``O_DIRECTORY|O_NOFOLLOW`` and every folder below it is created with ``mkdir(dir_fd=)``
   and entered with ``open(O_DIRECTORY|O_NOFOLLOW, dir_fd=)``; files are created with
   ``O_CREAT|O_EXCL|O_NOFOLLOW``. Modes lose setuid/setgid/sticky and group/other write;
   the owner always keeps read and write (and search on folders) so results can be removed.
 * Caps per destination folder (``Limits``): a member whose announced size would pass the
-  byte cap is refused at its header, before any of its data is read.
+  byte cap is refused at its header, before any of its data is read. Every member counts
+  toward the member cap, and so does every folder created only as the way to a member
+  (``c/a/b/f`` alone creates two): one short header cannot make thousands of entries.
 
 One stream may carry several top-level folders (``tar -C base -- a b c``), each routed by
 its first path component to its own destination; members under any other top-level name
@@ -57,6 +60,10 @@ META_IN_A_ROW = 8
 TRAILER_MAX = 1 << 20
 """Bytes read after the end-of-archive marker to reach the stream's end (GNU tar pads to
 10 KiB); a stream that goes on past this is left unread."""
+MAX_DEPTH = 100
+"""Folders nested deeper than this are refused, going out (``manifest``) and coming back
+(here): uploads hold one descriptor per level, and a results folder thousands of levels
+deep is more than the tools that list, archive and remove it should have to walk."""
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -148,6 +155,10 @@ def shown(name: str, limit: int = 200) -> str:
 
 class _Stop(Exception):
     """The stream cannot be read on: the reason ends every folder not finished yet."""
+
+
+class _OverCap(Exception):
+    """Creating a folder on the way to a member passed the member cap: the message says so."""
 
 
 class _Source:
@@ -265,7 +276,7 @@ def _pax_records(payload: bytes) -> dict[str, str]:
     return records
 
 
-def _route(name: str) -> tuple[str, tuple[str, ...], str | None]:
+def _route(name: str, is_folder: bool) -> tuple[str, tuple[str, ...], str | None]:
     """(top-level name, the parts below it, why the name is refused or None)."""
     top, _, rest = name.partition("/")
     parts = tuple(part for part in rest.split("/") if part not in ("", "."))
@@ -273,17 +284,20 @@ def _route(name: str) -> tuple[str, tuple[str, ...], str | None]:
         return top, parts, f"refused {shown(name)!r}: the name holds a NUL byte"
     if ".." in parts:
         return top, parts, f"refused {shown(name)!r}: the name climbs out with '..'"
+    if len(parts if is_folder else parts[:-1]) > MAX_DEPTH:
+        return top, parts, f"refused {shown(name)!r}: nested more than {MAX_DEPTH} folders deep (MAX_DEPTH)"
     return top, parts, None
 
 
 class _Folder:
     """One destination being written: its result, caps and open directory descriptors."""
 
-    def __init__(self, name: str, dest: Path):
+    def __init__(self, name: str, dest: Path, max_members: int):
         self.name = name
         self.dest = dest
         self.result = FolderResult()
         self.members = 0
+        self.max_members = max_members
         self.done = False
         self._root: int | None = None
         self._cached: tuple[tuple[str, ...], int] | None = None
@@ -304,8 +318,19 @@ class _Folder:
         except OSError as error:
             self.fail(f"could not open the local folder for {shown(self.name)}: {error.strerror}")
 
-    def directory(self, parts: tuple[str, ...], mode: int = 0o700) -> int:
-        """The descriptor of folder ``parts`` (created as needed); the last one stays cached."""
+    def count(self) -> str | None:
+        """Count one more entry; past the member cap, the reason to refuse the folder."""
+        self.members += 1
+        if self.members > self.max_members:
+            return f"results exceed MQIC_RESULT_MAX_MEMBERS ({self.max_members} members)"
+        return None
+
+    def directory(self, parts: tuple[str, ...], mode: int | None = None) -> int:
+        """The descriptor of folder ``parts`` (created as needed); the last one stays cached.
+
+        ``mode`` is the folder member's own mode when ``parts`` is that member, whose header
+        was counted already; without it, ``parts`` is only the way to a file. Each folder
+        created on the way counts toward the member cap (``_OverCap`` past it)."""
         if not parts:
             return self._root
         if self._cached is not None and self._cached[0] == parts:
@@ -313,11 +338,15 @@ class _Folder:
         self._uncache()
         fd = self._root
         for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
+            own = depth == len(parts) - 1 and mode is not None
             try:
-                with_mode = _dir_mode(mode) if last else 0o700
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, with_mode, dir_fd=fd)
+                try:
+                    os.mkdir(part, _dir_mode(mode) if own else 0o700, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                else:
+                    if not own and (over := self.count()) is not None:
+                        raise _OverCap(over)
                 child = os.open(part, _DIR_FLAGS, dir_fd=fd)
             finally:
                 if fd != self._root:
@@ -354,7 +383,7 @@ class _Run:
 
     def __init__(self, routes: Mapping[str, Path], limits: Limits):
         self.limits = limits
-        self.folders = {name: _Folder(name, Path(dest)) for name, dest in routes.items()}
+        self.folders = {name: _Folder(name, Path(dest), limits.max_members) for name, dest in routes.items()}
         self.current: _Folder | None = None
         self.ignored = 0
         self.stopped: str | None = None
@@ -399,7 +428,7 @@ class _Run:
             folder.close()
 
     def _member(self, member: _Member, source: _Source) -> None:
-        top, parts, refused = _route(member.name)
+        top, parts, refused = _route(member.name, member.type == tarfile.DIRTYPE)
         folder = self.folders.get(top)
         if folder is not self.current:
             self._finish_current()
@@ -412,10 +441,8 @@ class _Run:
             self.ignored += 1
             self._read_past(member, source, "a member under an unexpected top-level name")
             return
-        folder.members += 1
-        if folder.members > self.limits.max_members:
-            folder.fail(f"results exceed MQIC_RESULT_MAX_MEMBERS ({self.limits.max_members} members)")
-        elif refused is not None:
+        refused = folder.count() or refused
+        if refused is not None:
             folder.fail(refused)
         elif not parts:
             self._top_entry(folder, member)
@@ -442,6 +469,8 @@ class _Run:
     def _directory(self, folder: _Folder, member: _Member, parts: tuple[str, ...]) -> None:
         try:
             folder.directory(parts, member.mode)
+        except _OverCap as over:
+            folder.fail(str(over))
         except (OSError, ValueError) as error:
             folder.fail(f"could not create folder {shown(member.name)!r}: {_why(error)}")
 
@@ -457,6 +486,10 @@ class _Run:
         fd, problem = None, None
         try:
             fd = folder.create_file(parts, member.mode)
+        except _OverCap as over:
+            folder.fail(str(over))
+            self._read_past(member, source, f"a refused member of {shown(folder.name)}")
+            return
         except (OSError, ValueError) as error:
             problem = error
         try:
