@@ -21,6 +21,7 @@ POINTS = (
     "mid_download",
     "before_release",
     "before_cleanup",
+    "mid_collect",
     "after_cleanup",
 )
 

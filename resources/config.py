@@ -14,10 +14,13 @@
     transport = "ssh"                         # or "local": this machine (the demo)
 
 The keys mean what the ``MQIC_HPC_*`` variables mean. ``apply`` makes the rows match and is safe
-to repeat: a group no longer listed is disabled when free (never deleted: old cases point at
-it), an existing group keeps the status an operator gave it, and a host the file no longer
-names is left as it is (it may have been added in the admin). Everything is checked before
-anything is written, and every mistake is reported with the host and key it is in.
+to repeat; the file is the truth for the groups of the hosts it names. A group no longer listed
+is retired: never handed out again, disabled at once if free or else when its case releases it,
+and never deleted (old cases point at it). Listed again, it is back in service. A listed group
+gets the devices the file gives it (none included) and otherwise keeps the status an operator
+gave it. A host the file no longer names is left as it is (it may have been added in the admin).
+Everything is checked before anything is written, and every mistake, in every host, is reported
+with the host and key it is in.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from .models import GpuGroup, HpcHost
-from .services import group_name_for, set_enabled
+from .services import group_name_for, reinstate_group, retire_groups
 from .validators import validate_pueue_command, validate_remote_base_dir
 
 
@@ -98,7 +101,15 @@ def read_file(path: Path) -> list[HostConfig]:
     hosts = data.get("hosts")
     if set(data) - {"hosts"} or not isinstance(hosts, dict) or not hosts:
         raise ConfigError(f"{path}: expected one [hosts.<name>] table per host and nothing else")
-    return [check_host(name, table, where=f"{path}: [hosts.{name}]") for name, table in hosts.items()]
+    found, problems = [], []
+    for name, table in hosts.items():
+        try:
+            found.append(check_host(name, table, where=f"{path}: [hosts.{name}]"))
+        except ConfigError as error:
+            problems.append(str(error))  # and go on: every host's mistakes are reported at once
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return found
 
 
 def check_host(name: str, table: object, *, where: str) -> HostConfig:
@@ -167,15 +178,20 @@ def _groups(value: object, problems: list[str]) -> tuple[GroupConfig, ...]:
 
 
 def apply(hosts: list[HostConfig]) -> list[tuple[HpcHost, list[GpuGroup]]]:
-    """Make the host and group rows match the configuration (idempotent), in one transaction."""
+    """Make the host and group rows match the configuration (idempotent), in one transaction: a
+    mistake only the database shows (a GPU group name already taken) undoes all of it."""
     names = [h.name for h in hosts]
     if len(set(names)) != len(names):
         raise ConfigError(f"a host is declared twice: {sorted({n for n in names if names.count(n) > 1})}")
+    problems: list[str] = []
     with transaction.atomic():
-        return [_apply_host(config) for config in hosts]
+        applied = [_apply_host(config, problems) for config in hosts]
+        if problems:
+            raise ConfigError("\n".join(problems))
+    return applied
 
 
-def _apply_host(config: HostConfig) -> tuple[HpcHost, list[GpuGroup]]:
+def _apply_host(config: HostConfig, problems: list[str]) -> tuple[HpcHost, list[GpuGroup]]:
     host, _ = HpcHost.objects.update_or_create(
         name=config.name,
         defaults={
@@ -189,17 +205,40 @@ def _apply_host(config: HostConfig) -> tuple[HpcHost, list[GpuGroup]]:
             "pueue_command": config.pueue,
         },
     )
-    groups = []
-    for wanted in config.gpu_groups:
-        group, created = GpuGroup.objects.get_or_create(
-            host=host,
-            pueue_group=wanted.pueue_group,
-            defaults={"name": group_name_for(host, wanted.pueue_group), "devices": wanted.devices},
+    groups = [_apply_group(host, wanted, problems) for wanted in config.gpu_groups]
+    stale = host.gpu_groups.exclude(pueue_group__in=[g.pueue_group for g in config.gpu_groups])
+    retire_groups(list(stale.values_list("pk", flat=True)))
+    return host, [group for group in groups if group is not None]
+
+
+def _apply_group(host: HpcHost, wanted: GroupConfig, problems: list[str]) -> GpuGroup | None:
+    """The row of one listed group: made, or brought in line (its devices; back in service if it
+    had been dropped). ``None``, with the problem noted, when its name is taken."""
+    group = host.gpu_groups.filter(pueue_group=wanted.pueue_group).first()
+    if group is None:
+        name = group_name_for(host, wanted.pueue_group)
+        if problem := _name_problem(name):
+            problems.append(
+                f"host {host.name}: gpu_groups: {wanted.pueue_group} would be GPU group {name}, {problem}"
+            )
+            return None
+        return GpuGroup.objects.create(
+            host=host, pueue_group=wanted.pueue_group, name=name, devices=wanted.devices
         )
-        if not created and wanted.devices and group.devices != wanted.devices:
-            GpuGroup.objects.filter(pk=group.pk).update(devices=wanted.devices)
-            group.devices = wanted.devices
-        groups.append(group)
-    for stale in host.gpu_groups.exclude(pueue_group__in=[g.pueue_group for g in config.gpu_groups]):
-        set_enabled(stale.pk, False)
-    return host, groups
+    if group.retired:
+        reinstate_group(group.pk)
+    if group.devices != wanted.devices:
+        GpuGroup.objects.filter(pk=group.pk).update(devices=wanted.devices)
+    group.refresh_from_db()
+    return group
+
+
+def _name_problem(name: str) -> str:
+    """Why a new GPU group cannot be called ``name`` (names are global), or ``""``."""
+    limit = GpuGroup._meta.get_field("name").max_length
+    if len(name) > limit:
+        return f"a name longer than {limit} characters: shorten the host or pueue group name"
+    taken = GpuGroup.objects.filter(name=name).select_related("host").first()
+    if taken is not None:
+        return f"a name pueue group {taken.pueue_group} of host {taken.host.name} already has"
+    return ""

@@ -207,20 +207,20 @@ def _holder() -> str:
 def for_each_host(work: dict[HpcHost, T], handle: Callable[[HpcHost, T], None]) -> None:
     """``handle(host, items)`` for every host, side by side: a slow or unreachable host delays no other.
 
-    Each runs on a thread of its own with a copy of the caller's context (the actor of its events)
-    and its own database connection, closed when it ends. A single host runs inline.
+    Each host due this pass runs on a thread of its own, however many there are (a capped pool would
+    queue the hosts past the cap behind the slow ones; a thread that mostly waits on SSH is cheap,
+    and a deployment has as many as it has enabled hosts). Each gets a copy of the caller's context
+    (the actor of its events) and its own database connection, closed when it ends. A single host
+    runs inline.
     """
     if len(work) <= 1:
         for host, items in work.items():
             handle(host, items)
         return
-    with ThreadPoolExecutor(max_workers=min(len(work), MAX_HOST_THREADS), thread_name_prefix="mqic-host") as pool:
+    with ThreadPoolExecutor(max_workers=len(work), thread_name_prefix="mqic-host") as pool:
         futures = [pool.submit(contextvars.copy_context().run, _on_thread, handle, h, i) for h, i in work.items()]
     for future in futures:
         future.result()  # an unexpected error of one host's work fails the pass, after every host ran
-
-
-MAX_HOST_THREADS = 16
 
 
 def _on_thread(handle: Callable[[HpcHost, T], None], host: HpcHost, items: T) -> None:

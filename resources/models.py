@@ -93,6 +93,11 @@ class GpuGroup(models.Model):
         blank=True,
         help_text="Why MQIC will not assign this group now (e.g. remote work it did not start). Empty: usable.",
     )
+    retired = models.BooleanField(
+        default=False,
+        help_text="Dropped from the deployment's host configuration (configure_hpc): never handed out again, "
+        "disabled as soon as it is free. Listing it again puts it back in service.",
+    )
 
     class Meta:
         verbose_name = "GPU group"

@@ -41,7 +41,12 @@ def set_group_enabled(group: GpuGroup, enabled: bool) -> Outcome:
     verb = "enabled" if enabled else "disabled"
     if set_enabled(group.pk, enabled):
         return Outcome(True, f"GPU group {group.name} {verb}")
-    group.refresh_from_db(fields=["status"])
+    group.refresh_from_db(fields=["status", "retired"])
+    if group.retired:
+        return refused(
+            f"GPU group {group.name} was dropped from the host configuration: list it again there "
+            "(MQIC_HPC_CONFIG, then configure_hpc) to put it back in service"
+        )
     return refused(f"GPU group {group.name} is {group.status}: {verb} does not apply")
 
 

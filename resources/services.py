@@ -4,13 +4,17 @@ Every change of a group's status is a single conditional UPDATE (compare-and-swa
 row changes only if it is still in the state the caller saw, so two workers can never
 both win the same group. Each assignment bumps ``lease_generation``; a release names the
 generation it holds, so a stale worker cannot free a group that was re-assigned since.
+
+A group the deployment's host configuration no longer lists is ``retired``: it is never handed
+out, it is disabled at once if free, and a release disables it instead of freeing it, so it
+cannot come back into use by way of a case that still held it.
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Case, Count, F, Q, Value, When
 from django.utils import timezone
 
 from .models import GpuGroup, HostSlot, HpcHost
@@ -19,7 +23,7 @@ Status = GpuGroup.Status
 
 
 def assignable_groups():
-    """Free, unflagged groups on enabled hosts that neither back off nor have every connection slot
+    """Free, unflagged, listed groups on enabled hosts that neither back off nor have every connection slot
     in use: where new work may go now."""
     now = timezone.now()
     usable_host = Q(host__enabled=True) & (Q(host__next_try_at__isnull=True) | Q(host__next_try_at__lte=now))
@@ -30,7 +34,9 @@ def assignable_groups():
         .filter(taken__gte=settings.MQIC_HOST_MAX_CONNECTIONS)
         .values("host")
     )
-    return GpuGroup.objects.filter(usable_host, status=Status.AVAILABLE, blocked_reason="").exclude(host__in=full)
+    return GpuGroup.objects.filter(usable_host, status=Status.AVAILABLE, blocked_reason="", retired=False).exclude(
+        host__in=full
+    )
 
 
 def free_groups(*, host: HpcHost | None = None, host_name: str = "", group_name: str = "") -> list[GpuGroup]:
@@ -54,7 +60,11 @@ def take_group(group: GpuGroup, holder_id: int) -> bool | None:
     try:
         with transaction.atomic():
             still_free = GpuGroup.objects.filter(
-                pk=group.pk, status=Status.AVAILABLE, blocked_reason="", lease_generation=group.lease_generation
+                pk=group.pk,
+                status=Status.AVAILABLE,
+                blocked_reason="",
+                retired=False,
+                lease_generation=group.lease_generation,
             )
             next_lease = F("lease_generation") + 1
             won = still_free.update(
@@ -100,20 +110,41 @@ def lock_group(group_id: int, holder_id: int) -> GpuGroup | None:
 
 
 def release_group(group_id: int, *, holder_id: int, generation: int) -> bool:
-    """Free the group if ``holder_id`` still holds it under ``generation``; report whether it did."""
+    """Free the group if ``holder_id`` still holds it under ``generation``; report whether it did.
+    A retired group is disabled instead: the configuration dropped it while it was held."""
+    freed = Case(When(retired=True, then=Value(Status.DISABLED)), default=Value(Status.AVAILABLE))
     with transaction.atomic():
         return bool(
             GpuGroup.objects.filter(
                 pk=group_id, status=Status.ASSIGNED, holder_id=holder_id, lease_generation=generation
-            ).update(status=Status.AVAILABLE, holder_id=None, assigned_at=None)
+            ).update(status=freed, holder_id=None, assigned_at=None)
         )
 
 
 def set_enabled(group_id: int, enabled: bool) -> bool:
-    """Disable a free group, or enable a disabled one. An assigned group is left alone."""
+    """Disable a free group, or enable a disabled one. An assigned group is left alone, and so is a
+    retired one (the configuration, not an operator, puts it back)."""
     old, new = (Status.DISABLED, Status.AVAILABLE) if enabled else (Status.AVAILABLE, Status.DISABLED)
     with transaction.atomic():
-        return bool(GpuGroup.objects.filter(pk=group_id, status=old).update(status=new))
+        return bool(GpuGroup.objects.filter(pk=group_id, status=old, retired=False).update(status=new))
+
+
+def retire_groups(group_ids: list[int]) -> None:
+    """The configuration dropped these groups: never hand them out again, and disable each one now
+    if it is free (one conditional UPDATE, so a concurrent ``take_group`` either won before or
+    finds it disabled); an assigned one is disabled by its release."""
+    disabled_if_free = Case(When(status=Status.AVAILABLE, then=Value(Status.DISABLED)), default=F("status"))
+    with transaction.atomic():
+        GpuGroup.objects.filter(pk__in=group_ids).update(retired=True, status=disabled_if_free)
+
+
+def reinstate_group(group_id: int) -> bool:
+    """The configuration lists a group it had dropped again: back in service (available once free)."""
+    enabled_if_disabled = Case(When(status=Status.DISABLED, then=Value(Status.AVAILABLE)), default=F("status"))
+    with transaction.atomic():
+        return bool(
+            GpuGroup.objects.filter(pk=group_id, retired=True).update(retired=False, status=enabled_if_disabled)
+        )
 
 
 def set_blocked(group_id: int, reason: str) -> bool:

@@ -13,9 +13,11 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from cases.admin import CaseAdmin
 from cases.models import Attempt, Case, CaseEvent, CaseStatus, PassRun
 from cases.services import intake, monitoring, submission
 from cases.services.jobs import JOB_LOG
+from cases.services.labels import label_prefix
 from resources.models import GpuGroup, HpcHost
 from resources.services import lock_free_group
 from tests.factories import make_case, make_group, make_host
@@ -100,6 +102,15 @@ def test_the_new_columns_cost_no_query_per_row(operator):
     assert counts[0] == counts[1] <= 12, counts
 
 
+def test_sorting_by_age_ascending_puts_the_youngest_first(operator):
+    now = timezone.now()
+    for name, minutes in (("old", 30), ("young", 1), ("middle", 10)):
+        Case.objects.filter(pk=make_case(name=name).pk).update(created_at=now - timedelta(minutes=minutes))
+    age = 1 + CaseAdmin.list_display.index("age")
+    assert cells(operator.get(changelist() + f"?o={age}"), "name_display") == ["young", "middle", "old"]
+    assert cells(operator.get(changelist() + f"?o=-{age}"), "name_display") == ["old", "middle", "young"]
+
+
 def test_times_are_shown_to_the_second(operator):
     case = make_case(S.COMPLETED, running_at=timezone.now(), finished_at=timezone.now())
     html = operator.get(reverse("admin:cases_case_change", args=[case.pk])).content.decode()
@@ -168,6 +179,44 @@ def test_a_rejected_case_is_rechecked_once_its_folder_is_fixed(operator, mqic_di
     assert case.status == S.SUBMITTED and case.last_error == ""
 
 
+def test_retry_from_the_list_rechecks_a_rejected_case_like_the_page_does(operator, mqic_dirs):
+    folder = drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "no-script", script=None)
+    intake.scan()
+    case = Case.objects.get()
+    reason = case.last_error
+
+    response = act(operator, "retry_cases", case)
+    assert messages_of(response) == [f"no-script is still not a valid case: {reason}"]
+    case.refresh_from_db()
+    assert case.status == S.REJECTED and case.last_error == reason
+    assert case.events.last().reason.startswith("folder re-checked by operator: still not a valid case")
+
+    (folder / "run.sh").write_text("echo fixed\n")
+    response = act(operator, "retry_cases", case)
+    assert messages_of(response) == ["no-script: folder valid now, back to submitted"]
+    case.refresh_from_db()
+    assert case.status == S.SUBMITTED and case.last_error == ""
+
+
+def test_a_rejected_case_gets_no_remote_label(mqic_dirs):
+    drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "no-script", script=None)
+    drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "valid")
+    intake.scan()
+    rejected, valid = Case.objects.get(name="no-script"), Case.objects.get(name="valid")
+    assert rejected.status == S.REJECTED and rejected.label is None
+    assert valid.status == S.SUBMITTED and valid.label == f"{label_prefix()}{valid.pk}"
+
+
+def test_reconcile_now_goes_to_recent_actions(operator):
+    operator.post(reverse("admin:cases_case_reconcile"))
+    run = PassRun.objects.get(kind="reconcile")
+    entry = LogEntry.objects.get()
+    assert entry.user == operator.user and entry.get_edited_object() == run
+    assert entry.get_change_message().startswith("reconciled (by operator): ")
+    dashboard = operator.get(reverse("admin:index")).content.decode()
+    assert reverse("admin:cases_passrun_change", args=[run.pk]) in dashboard  # Recent actions links the pass
+
+
 def test_actions_go_to_recent_actions_and_names_are_shown_as_they_are(operator):
     case = make_case(S.FAILED, name="sim-lower")
     response = act(operator, "retry_cases", case)
@@ -207,7 +256,8 @@ def test_the_case_page_shows_its_attempts_and_a_cancelled_task_as_history(operat
     page = operator.get(reverse("admin:cases_case_change", args=[case.pk])).content.decode()
     assert f"History: task {case.pueue_task_id} as last seen before the case became cancelled" in page
     assert attempt.remote_dir in page and "cancelled: cancelled by operator" in page
-    assert f"{timezone.localtime(attempt.cleaned_at):%Y-%m-%d %H:%M:%S} (task removed, folder deleted)" in page
+    cleaned = f"{timezone.localtime(attempt.cleaned_at):%Y-%m-%d %H:%M:%S}"
+    assert f"{cleaned}: pueue task {case.pueue_task_id} removed, folder deleted" in page
     assert "Follow the log" not in page and 'value="Retry"' in page
 
     results = operator.get(reverse("console:results", args=[case.pk])).content.decode()

@@ -2,11 +2,14 @@
 folder deleted) once its results are home; a cancelled case's folder comes home first. Real sshd
 and sandbox pueue."""
 
+import html
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from cases.models import Attempt, Case, CaseStatus
@@ -37,7 +40,15 @@ def our_tasks(sandbox):
     return [t for t in sandbox.status()["tasks"].values() if (t["label"] or "").startswith(label_prefix())]
 
 
-def test_a_finished_case_leaves_nothing_on_its_host(hpc, sandbox, mqic_dirs):
+def cleanup_shown(client, case) -> str:
+    """The "cleaned up" cell of the case page's only attempt, as text."""
+    client.force_login(user_with(f"viewer-{case.pk}", ["cases.view_case"]))
+    page = client.get(reverse("admin:cases_case_change", args=[case.pk])).content.decode()
+    [cell] = re.findall(r'<td class="mqic-cleanup">(.*?)</td>', page, re.S)
+    return html.unescape(re.sub(r"<[^>]+>", "", cell))
+
+
+def test_a_finished_case_leaves_nothing_on_its_host(hpc, sandbox, mqic_dirs, client, plain_static):
     done, broken = finished(mqic_dirs, "echo ok > out.txt\n", "exit 3\n")
     assert (done.status, broken.status) == (S.COMPLETED, S.FAILED)
     assert our_tasks(sandbox) == [], "their pueue tasks are removed"
@@ -48,6 +59,7 @@ def test_a_finished_case_leaves_nothing_on_its_host(hpc, sandbox, mqic_dirs):
     attempt = Attempt.objects.get(case=done)
     assert attempt.cleaned_at and attempt.results_at and attempt.results_at <= attempt.cleaned_at
     assert done.events.filter(reason__startswith="remote cleanup: pueue task").exists()
+    assert cleanup_shown(client, done).endswith(f": pueue task {done.pueue_task_id} removed, folder deleted")
 
 
 def test_nothing_is_removed_before_the_retention_period(hpc, sandbox, mqic_dirs, settings):
@@ -73,7 +85,7 @@ def test_a_cancelled_case_brings_home_what_its_job_left_then_leaves_nothing(hpc,
     assert our_tasks(sandbox) == [] and not Path(case.remote_dir).exists()
 
 
-def test_a_reused_task_id_is_never_removed(hpc, sandbox, mqic_dirs, settings):
+def test_a_reused_task_id_is_never_removed(hpc, sandbox, mqic_dirs, settings, client, plain_static):
     """pueue reuses ids after ``clean``: the task under our old id may be someone else's now."""
     settings.MQIC_REMOTE_RETENTION_SECONDS = 3600
     [case] = finished(mqic_dirs, "true\n")
@@ -84,6 +96,10 @@ def test_a_reused_task_id_is_never_removed(hpc, sandbox, mqic_dirs, settings):
     monitoring.monitor_pass()
     assert str(case.pueue_task_id) in sandbox.status()["tasks"], "not ours: left alone"
     assert Attempt.objects.get(case=case).cleaned_at is not None and not Path(case.remote_dir).exists()
+    shown = cleanup_shown(client, case)
+    assert shown.endswith(
+        f": pueue task {case.pueue_task_id} not removed (gone, or no longer its own), folder deleted"
+    )
 
 
 def test_a_removed_task_is_never_taken_for_lost(hpc, sandbox, mqic_dirs):
@@ -104,7 +120,9 @@ def test_a_claim_of_a_worker_that_died_is_taken_again(hpc, sandbox, mqic_dirs, s
     assert monitoring.monitor_pass().cleaned == 1
 
 
-def test_a_folder_whose_results_were_refused_is_kept_on_the_host(hpc, sandbox, mqic_dirs, settings):
+def test_a_folder_whose_results_were_refused_is_kept_on_the_host(
+    hpc, sandbox, mqic_dirs, settings, client, plain_static
+):
     """Nothing is lost: results MQIC would not bring home (past the caps) stay where they are."""
     settings.MQIC_RESULT_MAX_BYTES = 10_000
     [case] = finished(mqic_dirs, "head -c 50000 /dev/zero > big.bin\n")
@@ -116,3 +134,4 @@ def test_a_folder_whose_results_were_refused_is_kept_on_the_host(hpc, sandbox, m
     assert case.events.filter(reason__contains="is kept on the host").exists()
     monitoring.monitor_pass()
     assert Path(case.remote_dir).exists() and not list(hygiene.due(hpc)), "and it stays"
+    assert cleanup_shown(client, case) == f"kept on {hpc.name} at {case.remote_dir}: {attempt.kept}"

@@ -101,9 +101,12 @@ def tidy_host(queue: JobQueue, host: HpcHost, state: PueueState) -> int:
     for attempt in ready:
         with isolated(attempt.case, "noting its remote cleanup"):
             Attempt.objects.filter(pk=attempt.pk).update(cleaned_at=now)
-            gone = f"pueue task {attempt.task_id} removed and " if attempt.task_id in tasks else ""
+            removed = attempt.task_id if attempt.task_id in tasks else None
+            gone = f"pueue task {removed} removed and " if removed is not None else ""
             record_event(
-                attempt.case_id, f"remote cleanup: {gone}folder {attempt.remote_dir} deleted on {host.name}"
+                attempt.case_id,
+                f"remote cleanup: {gone}folder {attempt.remote_dir} deleted on {host.name}",
+                detail={"attempt": attempt.token, "task_removed": removed, "folder_deleted": attempt.remote_dir},
             )
     return len(ready)
 
@@ -122,7 +125,8 @@ def own_task(attempt: Attempt, state: PueueState) -> PueueTask | None:
 
 
 def collect(queue: JobQueue, host: HpcHost, attempts: list[Attempt]) -> None:
-    """Download the folders of cancelled cases, in one stream; each is then ready for cleanup."""
+    """Download the folders of cancelled cases, in one stream; each is then ready for cleanup.
+    A worker that dies mid-stream leaves its claims to run out: the next one downloads again."""
     if not attempts:
         return
     names = {folder_name(a.remote_dir): a for a in attempts}
@@ -130,6 +134,7 @@ def collect(queue: JobQueue, host: HpcHost, attempts: list[Attempt]) -> None:
         host.base_dir,
         {n: results_dir(a.case) for n, a in names.items()},
         {n: str(a.case_id) for n, a in names.items()},
+        progress=lambda _got: crash_point("mid_collect"),
     )
     now = timezone.now()
     for name, attempt in names.items():

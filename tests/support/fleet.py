@@ -193,17 +193,27 @@ class ConnectionWatch:
 
 
 def check(all_sites: list[Site], expected: dict[str, str]) -> Findings:
-    """No case lost (``expected``: name -> final status), none added twice on any host, no GPU group
-    that lies about its host's pueue, nothing of an ended case left on any host."""
+    """No case lost (``expected``: name -> final status), none added twice (on one host or on two:
+    the adds are counted over every site), no GPU group that lies about its host's pueue, nothing of
+    an ended case left on any host."""
     actual = dict(Case.objects.filter(name__in=expected).values_list("name", "status"))
     lost = [f"{name}: {actual.get(name)}" for name, status in expected.items() if actual.get(name) != status]
-    duplicates, mismatches, left = [], [], []
+    added = {site.name: Counter(a["label"] for a in site.sandbox.adds()) for site in all_sites}
+    duplicates = [
+        f"{label} added {n} times ({where(added, label)})"
+        for label, n in sum(added.values(), Counter()).items()
+        if n > 1
+    ]
+    mismatches, left = [], []
     for site in all_sites:
-        added = Counter(a["label"] for a in site.sandbox.adds())
-        duplicates += [f"{site.name}: {label} added {n} times" for label, n in added.items() if n > 1]
         mismatches += [f"{site.name}: {item}" for item in gpu_mismatches(site)]
         left += [f"{site.name}: {item}" for item in leftovers(site.sandbox, expected)]
     return Findings(lost, duplicates, mismatches, left)
+
+
+def where(added: dict[str, Counter[str]], label: str) -> str:
+    """Which sites added ``label`` how often, for a duplicate's finding."""
+    return ", ".join(f"{site} {counts[label]}x" for site, counts in added.items() if counts[label])
 
 
 def assert_settled(all_sites: list[Site], expected: dict[str, str], timeout: float = 90) -> None:
