@@ -45,8 +45,9 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from .connections import pueue_for
-from .jobqueue import DaemonDown, JobQueue, OutcomeUnknown, RemoteError
+from .jobqueue import DaemonDown, JobQueue, OutcomeUnknown, RemoteError, guarded
 from .models import HostSlot, HpcHost
+from .remote.ssh import scan_host_key
 from .remote.transport import while_waiting
 
 T = TypeVar("T")
@@ -117,6 +118,13 @@ class Link:
             self.slot_renewed = now
         else:
             self.keep_slot()
+
+    def offered_key(self) -> tuple[str, str, str]:
+        """The SSH key the host offers now, ``(key_type, base64, fingerprint)``: a handshake with no
+        login, made as any call of the contact (gated, on one of the host's slots, its outcome
+        recorded on the host)."""
+        host, timeout = self.host, settings.MQIC_SSH_CONNECT_TIMEOUT
+        return guarded(self._gate, self._observe, scan_host_key, host.hostname, host.port, timeout=timeout)
 
     def keep_slot(self) -> None:
         """Renew the slot's lease every third of it while the contact lasts: before each call, and

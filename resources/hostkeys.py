@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
-from django.conf import settings
 
+from .contact import contact
 from .models import HpcHost
 from .remote.errors import ChangedHostKey
-from .remote.ssh import fingerprint, scan_host_key
+from .remote.ssh import fingerprint
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,13 @@ class KeyCheck:
 
 
 def offered_key(host: HpcHost) -> OfferedKey:
-    """The key the host offers now (raises ``OutcomeUnknown`` when it cannot be reached)."""
-    return OfferedKey(*scan_host_key(host.hostname, host.port, timeout=settings.MQIC_SSH_CONNECT_TIMEOUT))
+    """The key the host offers now, asked through the contact seam; forced, since an operator
+    asks (back-off or not). Raises the ``RemoteError`` when the host cannot be reached."""
+    with contact(host, force=True) as link:
+        key = OfferedKey(*link.offered_key())
+    if link.failed:
+        raise link.error
+    return key
 
 
 def check(host: HpcHost, key: OfferedKey) -> KeyCheck:

@@ -74,6 +74,18 @@ Observer = Callable[[RemoteError | None], None]
 Gate = Callable[[], None]
 
 
+def guarded(gate: Gate, observe: Observer, method, *args, **kwargs):
+    """Run one remote call: refused while the host backs off, its outcome reported."""
+    gate()
+    try:
+        result = method(*args, **kwargs)
+    except RemoteError as error:
+        observe(error)
+        raise
+    observe(None)
+    return result
+
+
 class JobQueue:
     """pueue on one host, and the folders its tasks work in."""
 
@@ -87,15 +99,7 @@ class JobQueue:
         return self._client.transport
 
     def _call(self, method, *args, **kwargs):
-        """Run one remote call: refused while the host backs off, its outcome reported."""
-        self._gate()
-        try:
-            result = method(*args, **kwargs)
-        except RemoteError as error:
-            self._observe(error)
-            raise
-        self._observe(None)
-        return result
+        return guarded(self._gate, self._observe, method, *args, **kwargs)
 
     # -- tasks ----------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ time of each move.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -26,9 +27,11 @@ from django.utils import timezone
 import resources.contact
 from cases.models import Case, CaseEvent, CaseStatus, PassRun
 from cases.services import intake, monitoring, reconciliation, submission
+from resources import operations
 from resources.contact import contact, host_down, host_up, retry_now
 from resources.models import HpcHost
 from resources.remote import ssh
+from resources.remote.errors import OutcomeUnknown
 from tests.support.cases import drop_case as drop
 from tests.support.fleet import ConnectionWatch, SilentPort, SlowStatus, assert_settled, sites
 from tests.support.processes import REPO, django_env
@@ -357,3 +360,20 @@ def test_a_transfer_that_outlasts_the_slot_lease_keeps_its_slot(inbox, settings,
             assert running.result(timeout=120).completed == ["big"]
         assert seen.most == 1
         assert (settings.MQIC_RESULTS_DIR / "big" / "big.bin").stat().st_size == 16_000_000
+
+
+def test_asking_a_host_for_its_key_is_a_contact_like_any_other(settings):
+    """The key page and ``trust_host_key`` go through the contact seam: an unreachable host's
+    failure is written on its health, and an operator's look goes ahead through a back-off."""
+    settings.MQIC_SSH_CONNECT_TIMEOUT = 2
+    settings.MQIC_HOST_FAILURES_BEFORE_BACKOFF = 1
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens there once the socket is closed
+    host = HpcHost.objects.create(name="nowhere", hostname="127.0.0.1", port=port, base_dir="/tmp/nowhere")
+    for attempt in (1, 2):
+        with pytest.raises(OutcomeUnknown):
+            operations.check_host_key(host)
+        host.refresh_from_db()
+        assert host.consecutive_failures == attempt and "could not fetch the host key" in host.last_error
+    assert host.next_try_at is not None, "the host backs off, and the operator's second look still went ahead"
