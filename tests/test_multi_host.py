@@ -305,7 +305,7 @@ def test_a_host_never_sees_more_connections_than_its_budget(inbox, settings, tmp
         slow = SlowStatus(alpha.sandbox, tmp_path / "slow", limit=0.5)
         slow.hold()
         alpha.register(pueue=str(slow.path))
-        names = [f"case{n:02}" for n in range(24)]
+        names = [f"case{n:02}" for n in range(12)]
         for name in names:
             drop(inbox, name)
         intake.scan()

@@ -51,7 +51,7 @@ def queue():
 @pytest.mark.parametrize(
     "cases, host_down_for",
     [
-        pytest.param(30, 15, id="30-cases"),
+        pytest.param(30, 8, id="30-cases"),
         pytest.param(300, 60, id="300-cases", marks=[pytest.mark.slow, pytest.mark.timeout(2400)]),
     ],
 )
