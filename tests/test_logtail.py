@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
+from cases.services.jobs import JOB_LOG
 from cases.services.logtail import tail_lines
 from cases.services.monitoring import LOG_TAIL_MAX_BYTES, log_tail
+from tests.support.processes import REPO, django_env
 
 MB = 1 << 20
 
@@ -76,3 +81,34 @@ def test_short_logs_and_edge_cases(tmp_path):
 
 def test_log_tail_of_results_without_a_log_is_empty(tmp_path):
     assert log_tail(tmp_path) == ""
+
+
+RSS_SCRIPT = """
+import resource, sys
+import django
+django.setup()
+from pathlib import Path
+from cases.services.monitoring import log_tail
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tail = log_tail(Path(sys.argv[1]))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(after - before, len(tail.splitlines()))
+"""
+
+
+def test_a_200_mb_log_adds_little_to_the_resident_memory_of_the_process_reading_it(big_log, tmp_path):
+    """Measured as the operating system sees it (the peak resident set of a fresh process, in KiB),
+    not only what Python allocates: reading the whole log would add over 200 MB."""
+    os.link(big_log, tmp_path / JOB_LOG)  # a case's results folder holding the big log
+    done = subprocess.run(
+        [sys.executable, "-c", RSS_SCRIPT, str(tmp_path)],
+        cwd=REPO,
+        env=django_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    added_kib, lines = map(int, done.stdout.split())
+    assert lines == 50
+    assert added_kib * 1024 < 64 * MB, f"the tail added {added_kib} KiB of resident memory"
