@@ -22,6 +22,7 @@ from cases.services.operations import cancel
 from resources.models import HpcHost
 from resources.remote import ssh
 from resources.remote.errors import ChangedHostKey
+from sandbox import demo
 from tests.support.cases import drop_case
 from tests.support.processes import REPO, django_env
 from tests.support.sshd import generate_key
@@ -131,6 +132,8 @@ def test_a_key_other_than_the_one_in_known_hosts_is_a_mismatch_not_a_new_host(cl
     )
     client.post(url, {"fingerprint": check.offered.fingerprint})
     assert sshd.host_key.split()[1] not in real_file.read_text(), "one click must not trust it"
+    client.post(url, {"fingerprint": check.offered.fingerprint, "replace": "yes"})
+    assert sshd.host_key.split()[1] not in real_file.read_text(), "only the typed word replaces it"
     with pytest.raises(CommandError, match="MISMATCH"):
         call_command("trust_host_key", "sshd", "--yes")
     call_command("trust_host_key", "sshd", "--yes", "--replace")
@@ -243,3 +246,28 @@ def test_case_folders_on_the_host_are_private(hpc, sandbox, mqic_dirs):
     submission.submit_pass()
     remote = Case.objects.get(name="private").remote_dir
     assert stat.S_IMODE(os.stat(remote).st_mode) == 0o700
+
+
+def test_replacing_a_mismatched_key_in_the_admin_is_an_explicit_step(client, hpc, sshd, tmp_path):
+    """The page shows both fingerprints; typing the word ``replace`` (and only that) replaces the
+    file's key with the one offered, and the row stays empty: the two never disagree."""
+    real_file = tmp_path / "known_hosts"
+    real_file.write_text(f"[127.0.0.1]:{sshd.port} {generate_key(tmp_path / 'real')}\n")
+    HpcHost.objects.update(known_hosts_path=str(real_file), host_key="")
+    client.force_login(user_with("trust", ["resources.view_hpchost", "resources.trust_host_key"]))
+    url = reverse("admin:resources_hpchost_trust", args=[hpc.pk])
+    offered = client.get(url).context["check"].offered.fingerprint
+    client.post(url, {"fingerprint": offered, "replace": " replace "})
+    assert sshd.host_key.split()[1] in real_file.read_text() and HpcHost.objects.get().host_key == ""
+    assert client.get(url).context["check"].state == "trusted"
+
+
+def test_the_demo_makes_its_secret_key_once_and_keeps_it_private(tmp_path, monkeypatch):
+    monkeypatch.delenv("DJANGO_SECRET_KEY", raising=False)
+    monkeypatch.setenv("MQIC_VAR_DIR", str(tmp_path))
+    demo.secret_key()
+    path = tmp_path / "secret_key"
+    key = path.read_text()
+    assert len(key.strip()) >= 50 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    demo.secret_key()
+    assert path.read_text() == key, "made once: a restart keeps the sessions and signed tasks valid"
