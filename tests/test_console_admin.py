@@ -21,7 +21,7 @@ from cases.services.labels import label_prefix
 from resources.models import GpuGroup, HpcHost
 from resources.services import lock_free_group
 from tests.factories import make_case, make_group, make_host
-from tests.support.cases import drop_case
+from tests.support.cases import drop_case, running_case
 from tests.support.users import user_with
 from tests.test_admin import OPERATOR_PERMISSIONS, VIEW_PERMISSIONS, act, changelist, messages_of
 
@@ -238,12 +238,7 @@ def test_no_view_site_link_and_the_root_leads_to_the_console(operator):
 
 
 def test_the_case_page_shows_its_attempts_and_a_cancelled_task_as_history(operator, hpc, sandbox, mqic_dirs):
-    drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "sim", "echo started; echo partial > partial.txt; sleep 30\n")
-    intake.scan()
-    submission.submit_pass()
-    monitoring.monitor_pass()  # sees the task running
-    case = Case.objects.get()
-    assert case.last_seen_task["status"] == "running"
+    case = running_case(mqic_dirs.MQIC_NEW_CASES_DIR)
     page = operator.get(reverse("admin:cases_case_change", args=[case.pk])).content.decode()
     assert "<strong>current</strong>" in page and "History:" not in page
     assert "&quot;status&quot;: &quot;running&quot;" in page

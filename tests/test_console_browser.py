@@ -14,12 +14,12 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from cases.models import Case, CaseStatus
-from cases.services import intake, monitoring, submission
+from cases.services import intake, monitoring
 from console import notifications
 from resources.models import HpcHost
 from resources.services import lock_free_group
 from tests.factories import make_case, make_group, make_host
-from tests.support.cases import drop_case
+from tests.support.cases import drop_case, running_case
 from tests.support.users import user_with
 
 pytest_plugins = ["tests.support.browser"]
@@ -172,12 +172,7 @@ def test_a_host_with_cases_is_not_deleted_and_notifications_are_listed(console, 
 def test_a_cancelled_task_is_history_and_its_results_download_only_with_the_permission(
     console, log_in_as, hpc, sandbox, mqic_dirs
 ):
-    drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "sim", "echo started; echo partial > partial.txt; sleep 30\n")
-    intake.scan()
-    submission.submit_pass()
-    monitoring.monitor_pass()  # sees the task running
-    case = Case.objects.get()
-    assert case.last_seen_task["status"] == "running"
+    case = running_case(mqic_dirs.MQIC_NEW_CASES_DIR)
 
     open_admin(console, "admin:cases_case_change", case.pk)
     snapshot = console.locator(".field-last_seen_task_display .readonly")

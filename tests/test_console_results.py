@@ -12,7 +12,6 @@ from django.urls import reverse
 
 from cases.models import CaseStatus
 from cases.services.jobs import JOB_LOG
-from resources.remote.download import remove_tree
 from resources.remote.untar import MAX_DEPTH
 from tests.factories import make_case
 from tests.support.users import user_with
@@ -144,15 +143,6 @@ def test_results_need_their_own_permission(client, done):
     client.logout()
     response = client.get(results_url(done, "console:result_file", "result.txt"))
     assert response.status_code == 302 and response["Location"].startswith(reverse("admin:login"))
-
-
-@pytest.fixture
-def deep_tmp(tmp_path):
-    """``tmp_path``, emptied without recursion after the test however it ended: pytest removes
-    old temporary folders with ``shutil.rmtree``, which fails on a tree thousands of levels deep."""
-    yield tmp_path
-    for entry in tmp_path.iterdir():
-        remove_tree(entry)
 
 
 def test_a_folder_thousands_of_levels_deep_is_listed_and_archived_to_max_depth(reader, mqic_dirs, deep_tmp):

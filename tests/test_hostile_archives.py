@@ -474,15 +474,6 @@ def deep_folder(path: Path, levels: int, *, link_to: Path | None = None) -> None
         os.close(fd)
 
 
-@pytest.fixture
-def deep_tmp(tmp_path):
-    """``tmp_path``, emptied without recursion after the test however it ended: pytest removes
-    old temporary folders with ``shutil.rmtree``, which fails on a tree thousands of levels deep."""
-    yield tmp_path
-    for entry in tmp_path.iterdir():
-        remove_tree(entry)
-
-
 def test_old_results_and_staging_thousands_of_levels_deep_are_removed_and_replaced(deep_tmp):
     """``shutil.rmtree`` raises RecursionError on these (even with ignore_errors), which
     stopped every later download into them; links at the bottom are removed, not followed."""

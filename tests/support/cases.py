@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cases.models import Case
+from cases.services import intake, monitoring, submission
+
 
 def drop_case(
     inbox: Path,
@@ -23,3 +26,18 @@ def drop_case(
     if ready:
         (folder / "READY").touch()
     return folder
+
+
+PARTIAL_JOB = "echo started; echo partial > partial.txt; sleep 30\n"
+"""A job that leaves something behind early and then runs on: a case to cancel."""
+
+
+def running_case(inbox: Path, name: str = "sim", script: str = PARTIAL_JOB):
+    """Drop, register, submit and see one case running (its task as the last pass saw it)."""
+    drop_case(inbox, name, script)
+    intake.scan()
+    submission.submit_pass()
+    monitoring.monitor_pass()
+    case = Case.objects.get(name=name)
+    assert case.last_seen_task["status"] == "running"
+    return case

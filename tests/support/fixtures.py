@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from resources.remote import ssh
+from resources.remote.download import remove_tree
 from tests.support.proxy import FaultProxy
 from tests.support.sshd import SshServer
 
@@ -50,3 +51,12 @@ def plain_static(settings):
     settings.STORAGES = settings.STORAGES | {
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
     }
+
+
+@pytest.fixture
+def deep_tmp(tmp_path):
+    """``tmp_path``, emptied without recursion after the test however it ended: pytest removes
+    old temporary folders with ``shutil.rmtree``, which fails on a tree thousands of levels deep."""
+    yield tmp_path
+    for entry in tmp_path.iterdir():
+        remove_tree(entry)
