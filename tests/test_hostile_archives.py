@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pwd
 import stat
 import subprocess
 import tarfile
@@ -671,6 +672,22 @@ def test_a_file_replaced_by_another_of_the_same_size_is_damaged(tmp_path):
     data, damaged = stream_of(listed)
 
     assert SECRET not in data and damaged == {"c": "sub/data.txt changed while it was being sent"}
+
+
+def test_a_hard_link_to_another_users_file_is_refused_at_the_listing(tmp_path):
+    """Where the kernel lets users link files they do not own (``fs.protected_hardlinks=0``), a user
+    who owns a case folder could link a file only MQIC may read into it: such a link is refused.
+    (Run as root, as the whole suite is: it makes a folder another user's.)"""
+    case = case_folder(tmp_path)
+    nobody = pwd.getpwnam("nobody").pw_uid
+    for path in (case, case / "sub", case / "run.sh", case / "sub" / "data.txt"):
+        os.chown(path, nobody, -1)
+    os.link(tmp_path / "outside" / "data.txt", case / "sub" / "linked.txt")  # root's file, root's link
+
+    with pytest.raises(UnsafeCaseFolder, match="hard link to a file of another user"):
+        scan_folder(case, ScanLimits())
+    os.chown(tmp_path / "outside" / "data.txt", nobody, -1)  # the folder owner's own file, linked: fine
+    assert "sub/linked.txt" in [e.relative for e in scan_folder(case, ScanLimits()).entries]
 
 
 @pytest.mark.parametrize(("change", "reason"), [(b"short", "shrank"), (b"x" * 5000, "changed")])

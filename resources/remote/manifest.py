@@ -85,7 +85,7 @@ def scan_folder(path: Path, limits: ScanLimits) -> FolderManifest:
         ) from error
     try:
         st = os.fstat(root)
-        walk = _Walk(limits)
+        walk = _Walk(limits, st.st_uid)
         walk.folder(root, ())
     finally:
         os.close(root)
@@ -94,8 +94,10 @@ def scan_folder(path: Path, limits: ScanLimits) -> FolderManifest:
 
 
 class _Walk:
-    def __init__(self, limits: ScanLimits):
+    def __init__(self, limits: ScanLimits, owner: int):
         self.limits = limits
+        self.owner = owner
+        """The case folder's owner: a hard link to someone else's file is not theirs to send."""
         self.entries: list[Entry] = []
         self.size = 0
 
@@ -125,6 +127,11 @@ class _Walk:
             kind, target = "file", ""
             if not os.access(parts[-1], os.R_OK, dir_fd=fd):
                 raise UnsafeCaseFolder(f"{shown(relative)} is not readable by MQIC")
+            if st.st_nlink > 1 and st.st_uid != self.owner:
+                raise UnsafeCaseFolder(
+                    f"{shown(relative)} is a hard link to a file of another user (uid {st.st_uid}, the case "
+                    f"folder's owner is uid {self.owner}); copy the file in instead"
+                )
             self.size += st.st_size
             if self.size > self.limits.max_bytes:
                 raise UnsafeCaseFolder(
