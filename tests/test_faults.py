@@ -26,8 +26,10 @@ S = CaseStatus
 
 @pytest.fixture
 def inbox(mqic_dirs):
-    mqic_dirs.MQIC_SSH_COMMAND_TIMEOUT = 3
-    mqic_dirs.MQIC_SSH_CONNECT_TIMEOUT = 2
+    # Short enough that a hang is noticed soon, long enough for an upload on a loaded machine
+    # (make test runs its two passes side by side on six workers).
+    mqic_dirs.MQIC_SSH_COMMAND_TIMEOUT = 8
+    mqic_dirs.MQIC_SSH_CONNECT_TIMEOUT = 4
     yield mqic_dirs.MQIC_NEW_CASES_DIR
     ssh.close_all()
 
