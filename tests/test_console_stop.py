@@ -5,6 +5,7 @@ it started may be left: not a Procfile process, not a qcluster worker, not a loc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ import pytest
 
 from sandbox import pueue_sandbox
 from sandbox.demo import MARKER, STOP_GRACE
-from tests.support.processes import REPO
+from tests.support.processes import REPO, processes_with
 from tests.support.system import wait_for
 
 STARTUP = 180
@@ -89,14 +90,10 @@ class Demo:
 
     def leftovers(self) -> list[str]:
         """Processes of this run still alive: those carrying its marker, and the HPC daemons."""
-        needle = f"{MARKER}={self.token}".encode()
         left = []
-        for proc in Path("/proc").iterdir():
-            try:
-                if proc.name.isdigit() and needle in (proc / "environ").read_bytes().split(b"\0"):
-                    left.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-            except OSError:
-                continue
+        for proc in processes_with(f"{MARKER}={self.token}"):
+            with contextlib.suppress(OSError):
+                left.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
         left += [f"daemon of {d}" for d in self.state_dirs() if pueue_sandbox.StateDir(str(d)).daemon_alive()]
         return left
 

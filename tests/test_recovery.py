@@ -13,6 +13,7 @@ from cases.services.labels import label_prefix
 from resources.contact import retry_now
 from resources.models import GpuGroup, HpcHost
 from tests.support.cases import drop_case
+from tests.support.processes import processes_with
 from tests.support.system import wait_for
 
 S = CaseStatus
@@ -279,12 +280,4 @@ def test_a_lost_case_whose_processes_live_on_keeps_its_gpu_group_until_they_are_
 
 def case_pids(case) -> list[int]:
     """The processes on this machine that carry the case's attempt marker in their environment."""
-    marker = f"{ATTEMPT_VARIABLE}={token_of(case.remote_dir)}".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
+    return [int(proc.name) for proc in processes_with(f"{ATTEMPT_VARIABLE}={token_of(case.remote_dir)}")]

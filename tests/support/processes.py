@@ -44,3 +44,16 @@ def manage(*args: str, env: dict[str, str] | None = None, **kwargs) -> subproces
     return subprocess.Popen(
         [sys.executable, str(REPO / "manage.py"), *args], cwd=REPO, env=env or django_env(), **kwargs
     )
+
+
+def processes_with(entry: str) -> list[Path]:
+    """The ``/proc`` folders of the processes whose environment holds ``entry`` (``NAME=value``):
+    how the tests find what a run or an attempt left behind (children inherit the marker)."""
+    needle, found = entry.encode(), []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and needle in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(proc)
+        except OSError:
+            continue
+    return found
