@@ -166,33 +166,26 @@ def test_a_rejected_case_is_rechecked_once_its_folder_is_fixed(operator, mqic_di
     page = operator.get(reverse("admin:cases_case_change", args=[case.pk])).content.decode()
     assert 'value="Re-check folder"' in page and 'id="recheck-hint"' in page
     assert 'value="Retry"' not in page
-
-    response = act(operator, "recheck_cases", case)
-    assert messages_of(response) == [f"no-script is still not a valid case: {case.last_error}"]
-    assert Case.objects.get().status == S.REJECTED
-    assert case.events.last().reason.startswith("folder re-checked by operator: still not a valid case")
-
-    (folder / "run.sh").write_text("echo fixed\n")
-    response = act(operator, "recheck_cases", case)
-    assert messages_of(response) == ["no-script: folder valid now, back to submitted"]
-    case.refresh_from_db()
-    assert case.status == S.SUBMITTED and case.last_error == ""
+    recheck_until_fixed(operator, case, folder, "recheck_cases")
 
 
 def test_retry_from_the_list_rechecks_a_rejected_case_like_the_page_does(operator, mqic_dirs):
     folder = drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "no-script", script=None)
     intake.scan()
-    case = Case.objects.get()
-    reason = case.last_error
+    recheck_until_fixed(operator, Case.objects.get(), folder, "retry_cases")
 
-    response = act(operator, "retry_cases", case)
+
+def recheck_until_fixed(operator, case, folder, action):
+    """``action`` on a rejected case: it stays rejected, saying why, until its folder is fixed."""
+    reason = case.last_error
+    response = act(operator, action, case)
     assert messages_of(response) == [f"no-script is still not a valid case: {reason}"]
     case.refresh_from_db()
     assert case.status == S.REJECTED and case.last_error == reason
     assert case.events.last().reason.startswith("folder re-checked by operator: still not a valid case")
 
     (folder / "run.sh").write_text("echo fixed\n")
-    response = act(operator, "retry_cases", case)
+    response = act(operator, action, case)
     assert messages_of(response) == ["no-script: folder valid now, back to submitted"]
     case.refresh_from_db()
     assert case.status == S.SUBMITTED and case.last_error == ""
