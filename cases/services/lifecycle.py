@@ -9,13 +9,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 
-from resources.jobqueue import JobQueue, PueueState, PueueTask, RemoteError
+from resources.jobqueue import JobQueue, PueueState, PueueTask, RemoteError, Sweep
 from resources.services import release_group
 
 from ..faults import crash_point
 from ..models import Case, CaseStatus
 from .jobs import ATTEMPT_VARIABLE, token_of
-from .matching import attempt_dirs, is_case_task
+from .matching import live_tasks_of
 from .transitions import record_event, record_note_once, transition
 
 S = CaseStatus
@@ -69,16 +69,22 @@ def stop_and_fail(queue: JobQueue, state: PueueState, case: Case, why: str) -> b
     never handed on while an old process may still compute on it). A host that cannot be asked
     raises ``RemoteError``: the case stays as it is and the next pass tries again.
     """
-    dirs = attempt_dirs(case)
-    live = [t for t in state.find_by_label(case.label) if t.is_live and is_case_task(t, case, dirs)]
-    stopped = queue.stop(live)
+    stopped = queue.stop(live_tasks_of(state, case))
     token = token_of(case.remote_dir) if case.remote_dir else ""
     sweep = queue.end_processes(ATTEMPT_VARIABLE, [token])[token] if token else None
-    if sweep is not None and not sweep.gone:
-        record_note_once(case.pk, f"{STILL_RUNS}: keeping its GPU group until they are gone", kind=STILL_RUNS)
+    if sweep is not None and still_running(case, sweep, STILL_RUNS):
         return False
     ended = {"stopped": stopped, "processes_ended": sweep.found if sweep else 0}
     return fail(case, why, detail=ended)
+
+
+def still_running(case: Case, sweep: Sweep, kind: str) -> bool:
+    """Whether processes of the case's attempt may still run after ``sweep``; if so, say it once."""
+    if sweep.gone:
+        return False
+    why = "its host cannot list processes" if not sweep.checked else f"{sweep.left} still running"
+    record_note_once(case.pk, f"{kind} ({why}): keeping its GPU group until they are gone", kind=kind)
+    return True
 
 
 def adopt(queue: JobQueue, case: Case, tasks: list[PueueTask], *, reason: str) -> bool:

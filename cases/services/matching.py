@@ -52,6 +52,16 @@ def is_case_task(task: PueueTask, case: Case, dirs: set[str] | None = None) -> b
     return posixpath.normpath(task.path) in (attempt_dirs(case) if dirs is None else dirs)
 
 
+def live_tasks_of(state: PueueState, case: Case) -> list[PueueTask]:
+    """The live tasks any of the case's attempts added (``is_case_task``): what to adopt instead of
+    adding again, or what to stop before the case may end."""
+    candidates = [t for t in state.find_by_label(case.label) if t.is_live]
+    if not candidates:
+        return []
+    dirs = attempt_dirs(case)
+    return [t for t in candidates if is_case_task(t, case, dirs)]
+
+
 def is_stored_task(task: PueueTask, case: Case) -> bool:
     """The task under the case's stored id is still the one it stored (ids are reused after clean)."""
     if task.label != case.label:

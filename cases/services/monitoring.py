@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from resources.contact import contact, for_each_host
-from resources.jobqueue import FolderResult, JobQueue, PueueState, PueueTask, Sweep, TaskResult
+from resources.jobqueue import FolderResult, JobQueue, PueueState, PueueTask, TaskResult
 from resources.models import GpuGroup, HpcHost
 
 from ..faults import crash_point
@@ -38,10 +38,10 @@ from .jobs import (
     results_dir,
     token_of,
 )
-from .lifecycle import fail, move_and_release, retry_or_fail, stop_and_fail
+from .lifecycle import fail, move_and_release, retry_or_fail, still_running, stop_and_fail
 from .logtail import tail_lines
 from .matching import is_stored_task
-from .transitions import record_event, record_note_once
+from .transitions import record_event
 
 S = CaseStatus
 log = logging.getLogger("mqic.monitoring")
@@ -176,15 +176,6 @@ def requeue_killed(
                 case, S.RUNNING, reason, detail={"task": task.snapshot(), "processes_ended": sweep.found}
             ):
                 report.requeued.append(case.name)
-
-
-def still_running(case: Case, sweep: Sweep, kind: str) -> bool:
-    """Whether processes of the case's attempt may still run after ``sweep``; if so, say it once."""
-    if sweep.gone:
-        return False
-    why = "its host cannot list processes" if not sweep.checked else f"{sweep.left} still running"
-    record_note_once(case.pk, f"{kind} ({why}): keeping its GPU group until they are gone", kind=kind)
-    return True
 
 
 def finish(queue: JobQueue, host: HpcHost, done: list[Ended], report: MonitorReport) -> None:

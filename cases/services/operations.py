@@ -26,7 +26,7 @@ from ..models import HOLDS_GPU, Attempt, Case, CaseStatus, PassRun
 from . import intake, passes
 from .labels import label_prefix
 from .lifecycle import move_and_release
-from .matching import attempt_dirs, is_case_task, orphans
+from .matching import is_case_task, live_tasks_of, orphans
 from .placement import ANYWHERE, Placement
 from .transitions import record_event, transition
 
@@ -132,10 +132,7 @@ def _stop_tasks_of(case: Case, user, *, was_submitting: bool) -> Outcome:
     host = case.gpu_group.host
     tasks, stopped = [], {}
     with contact(host, force=True) as link:
-        dirs = attempt_dirs(case)
-        tasks = [
-            t for t in link.queue.state().find_by_label(case.label) if t.is_live and is_case_task(t, case, dirs)
-        ]
+        tasks = live_tasks_of(link.queue.state(), case)
         stopped = link.queue.stop(tasks)
     if link.failed:
         why = f"cancel: could not kill the task on {host.name} ({link.error}); {ORPHAN_HINT}"

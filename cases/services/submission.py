@@ -47,7 +47,7 @@ from .isolation import isolated
 from .jobs import ATTEMPT_VARIABLE, folder_name, job_command, new_token, remote_dir, token_of
 from .labels import label_for, label_prefix
 from .lifecycle import adopt, fail, give_back, move_and_release, retry_or_fail
-from .matching import attempt_dirs, is_case_task
+from .matching import live_tasks_of
 from .progress import UploadProgress
 from .transitions import record_event, transition
 
@@ -212,8 +212,7 @@ def adopt_earlier_attempts(queue: JobQueue, cases: list[Case], report: SubmitRep
     for case in cases:
         # An error here leaves the case ``submitting`` with no add tried: the reconciler settles it.
         with isolated(case, "looking for a live task of an earlier attempt"):
-            dirs = attempt_dirs(case) if case.attempts else set()
-            live = [t for t in state.find_by_label(case.label) if t.is_live and is_case_task(t, case, dirs)]
+            live = live_tasks_of(state, case)
             if not live:
                 fresh.append(case)
             elif adopt(queue, case, live, reason="found a live task of an earlier attempt"):
