@@ -17,9 +17,9 @@ from .connections import result_limits, upload_limits
 from .remote.errors import BadOutput, CommandFailed, OutcomeUnknown, RemoteError
 from .remote.manifest import FolderManifest, scan_folder
 from .remote.manifest import UnsafeCaseFolder as UnsafeFolder
-from .remote.pueue import AddResult, AddSpec, DaemonDown, PueueClient, TaskNotFound, UnknownGroup
+from .remote.pueue import AddResult, AddSpec, DaemonDown, PueueClient, PueueNotRun, TaskNotFound, UnknownGroup
 from .remote.pueue_state import GroupStatus, PueueGroup, PueueState, PueueTask, TaskResult, TaskStatus
-from .remote.transport import ProgressCallback, Transport
+from .remote.transport import ProgressCallback, Transport, while_waiting
 from .remote.untar import FolderResult
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "JobQueue",
     "OutcomeUnknown",
     "PueueGroup",
+    "PueueNotRun",
     "PueueState",
     "PueueTask",
     "RemoteError",
@@ -44,6 +45,7 @@ __all__ = [
     "UnknownGroup",
     "UnsafeFolder",
     "list_folder",
+    "while_waiting",
 ]
 
 
@@ -235,17 +237,19 @@ class JobQueue:
 
 
 def _sweep_script(variable: str, values: list[str]) -> str:
+    """POSIX sh: pids go one per line through pipes, never through a variable split into words."""
     tries = SWEEP_GRACE_SECONDS * 10
     return (
         'marked() { grep -l -a -F -e "$1" /proc/[0-9]*/environ 2>/dev/null'
         " | sed -n 's|^/proc/\\([0-9]*\\)/environ$|\\1|p'; }\n"
+        'signal_all() { marked "$2" | while read -r pid; do kill "-$1" "$pid" 2>/dev/null; done; }\n'
         "for v in " + " ".join(shlex.quote(v) for v in values) + "; do\n"
         '  if [ ! -r /proc/self/environ ]; then echo "sweep $v unchecked"; continue; fi\n'
-        f'  m={shlex.quote(variable)}=$v; p=$(marked "$m"); found=$(echo $p | wc -w)\n'
-        '  [ -n "$p" ] && kill -TERM $p 2>/dev/null\n'
+        f'  m={shlex.quote(variable)}=$v; found=$(marked "$m" | wc -l)\n'
+        '  signal_all TERM "$m"\n'
         f'  i=0; while [ $i -lt {tries} ] && [ -n "$(marked "$m")" ]; do sleep 0.1; i=$((i+1)); done\n'
-        '  p=$(marked "$m"); [ -n "$p" ] && kill -KILL $p 2>/dev/null && sleep 0.5\n'
-        '  echo "sweep $v found $found left $(marked "$m" | wc -w)"\n'
+        '  if [ -n "$(marked "$m")" ]; then signal_all KILL "$m"; sleep 0.5; fi\n'
+        '  echo "sweep $v found $found left $(marked "$m" | wc -l)"\n'
         "done\n"
     )
 

@@ -16,6 +16,7 @@ import shlex
 from django.core.exceptions import ValidationError
 
 _WORD = re.compile(r"[A-Za-z0-9_./+,=@%:~-]+")
+_TILDE = "a '~' is not expanded: every word is quoted for the host's shell; write the absolute path"
 _OPTIONS = {"-c", "--config", "-p", "--profile"}
 
 
@@ -31,6 +32,8 @@ def validate_pueue_command(value: str) -> None:
             raise ValidationError(
                 f"{word!r} is not allowed: only letters, digits and . / _ + , = @ % : ~ - (no shell syntax)"
             )
+    if any(word.startswith("~") for word in words):
+        raise ValidationError(f"{_TILDE} (for example /home/mqic/.config/pueue/pueue.yml)")
     program, options = words[0], words[1:]
     if not posixpath.basename(program).startswith("pueue") or program.startswith("-"):
         raise ValidationError(f"the command must run pueue (a name or path ending in pueue…), not {program!r}")

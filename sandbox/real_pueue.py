@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -80,7 +81,10 @@ class RealDaemon:
     """One private pueued under ``root``. Only ``install`` and ``start`` need the binaries' folder:
     stopping and crashing go by the pid file, so a daemon can be stopped without knowing them."""
 
-    def __init__(self, root: str | os.PathLike[str], wrapper: Path | None = None):
+    def __init__(self, root: str | os.PathLike[str], wrapper: Path | None = None, *, user: str | None = None):
+        """``user``: run pueued and every client call as this account (``runuser``, so as root only),
+        as a site runs pueued as the HPC account; ``root`` must then be that account's."""
+        self.user = user
         self.root = Path(root).resolve()
         self.config = self.root / "pueue.yml"
         self.data = self.root / "data"
@@ -120,7 +124,7 @@ class RealDaemon:
     def cli(self, *args: str, check: bool = False, timeout: float = 30) -> subprocess.CompletedProcess:
         """Run the wrapper (so adds leave evidence) with a small environment."""
         return subprocess.run(
-            [str(self.wrapper), *args],
+            self._as_user([str(self.wrapper), *args]),
             capture_output=True,
             text=True,
             check=check,
@@ -134,7 +138,7 @@ class RealDaemon:
         with open(self.log, "ab") as log:
             # `pueued -d` spawns the real daemon, which inherits these streams, and exits.
             subprocess.run(
-                [str(Path(bin_dir).resolve() / "pueued"), "-c", str(self.config), "-d"],
+                self._as_user([str(Path(bin_dir).resolve() / "pueued"), "-c", str(self.config), "-d"]),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -148,6 +152,10 @@ class RealDaemon:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"pueued did not answer within {READY_TIMEOUT}s; see {self.log}")
             time.sleep(0.02)
+
+    def _as_user(self, argv: list[str]) -> list[str]:
+        runuser = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "runuser"
+        return [runuser, "-u", self.user, "--", *argv] if self.user else argv
 
     def pid(self) -> int | None:
         try:

@@ -322,15 +322,15 @@ def test_outcome_unknown_from_the_transport_passes_through_untouched():
 # --- add_many ---------------------------------------------------------------------------------
 
 
-def batch_tag(stdin: bytes) -> str:
-    return re.search(rb"'(MQIC-PUEUE-[0-9a-f]{32}) 0 begin'", stdin)[1].decode()
+def batch_tag(script: str) -> str:
+    return re.search(r"'(MQIC-PUEUE-[0-9a-f]{32}) 0 begin'", script)[1]
 
 
 def batch_reply(*adds, noise: str = ""):
     """Answer an add_many script as sh would: each add is (exit code, stdout, stderr)."""
 
     def reply(command, stdin):
-        tag = batch_tag(stdin)
+        tag = batch_tag(command)
         stdout, stderr = [noise], []
         for index, (code, out, err) in enumerate(adds):
             stdout.append(f"{tag} {index} begin\n{out}\n{tag} {index} end {code}\n")
@@ -368,8 +368,8 @@ def test_add_many_is_one_round_trip_and_reports_each_spec():
     assert isinstance(results[1].error, UnknownGroup)
     assert results[1].error.command == "pueue --color never add -l case-b -g nope -w /w/b -p -- 'run b'"
     (call,) = transport.calls
-    assert call.command == "sh -s"
-    script = call.stdin.decode()
+    assert call.stdin is None, "the transport sends every command to sh; the script is the command"
+    script = call.command
     assert " pueue --color never add -l case-a -g gpu -w /w/a -p -- 'run a' </dev/null;" in script
     assert " MODE=fast pueue --color never add -l case-c -g gpu -w /w/c -p -- 'run c' </dev/null;" in script
 
@@ -395,7 +395,7 @@ def test_add_many_bad_id_in_the_middle_is_bad_output_for_that_spec_only():
 
 def test_add_many_cut_short_marks_the_missing_specs_unknown():
     def cut_short(command, stdin):
-        tag = batch_tag(stdin)
+        tag = batch_tag(command)
         stdout = f"{tag} 0 begin\n6\n\n{tag} 0 end 0\n{tag} 1 begin\n"
         return CommandResult(137, stdout, f"{tag} 0 begin\n\n{tag} 0 end\nKilled\n")
 
@@ -432,7 +432,7 @@ def test_add_many_uses_a_fresh_tag_every_time():
     client.add_many(SPECS[:1])
     client.add_many(SPECS[:1])
 
-    assert batch_tag(transport.calls[0].stdin) != batch_tag(transport.calls[1].stdin)
+    assert batch_tag(transport.calls[0].command) != batch_tag(transport.calls[1].command)
 
 
 # --- add_many through a real shell --------------------------------------------------------------

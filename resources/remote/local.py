@@ -1,7 +1,7 @@
 """The same ``Transport`` contract on this machine, for the embedded local sandbox.
 
-Commands run through ``sh -c`` like a remote login shell would, and folders move through
-the very same tar code and ``tar`` commands as over SSH, so the sandbox exercises the
+Commands run as framed scripts of ``sh`` exactly as over SSH (``script``), and folders move
+through the very same tar code and ``tar`` commands as over SSH, so the sandbox exercises the
 real path rather than a shortcut (``shutil.copytree`` would accept what SSH refuses).
 Output is read within the same caps as over SSH; where SSH drops its connection, the
 command's process group is killed.
@@ -21,6 +21,7 @@ from typing import IO
 
 from . import download, tarstream
 from .errors import BadOutput, OutcomeUnknown
+from .script import OVERHEAD, Framed, Unwrapped
 from .transport import CommandResult, ProgressCallback
 from .untar import Extraction
 
@@ -59,24 +60,32 @@ class LocalTransport(tarstream.Uploads, download.Downloads):
         self.max_output_bytes = max_output_bytes
 
     def run(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None) -> CommandResult:
-        """Run ``sh -c command``; past ``timeout`` its whole process group is killed, and so
-        it is when its output passes the caps (``BadOutput``)."""
+        """Run ``command`` through ``sh -s``; past ``timeout`` its whole process group is killed, and
+        so it is when its output passes the caps (``BadOutput``)."""
         limit = DEFAULT_TIMEOUT if timeout is None else timeout
-        with self._spawn(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        framed = Framed(command)
+        with self._spawn(framed, bool(stdin), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
             try:
-                out, err = _communicate(process, stdin or b"", time.monotonic() + limit, self.max_output_bytes)
+                feed = framed.script + (stdin or b"")
+                out, err = _communicate(process, feed, time.monotonic() + limit, self.max_output_bytes + OVERHEAD)
             except subprocess.TimeoutExpired as error:
                 _kill_group(process)
                 raise OutcomeUnknown(f"local command {command!r} did not finish in {limit}s") from error
             except _TooMuch as error:
                 _kill_group(process)
                 raise BadOutput(f"{error} of local command {command!r} exceeded {error.limit} bytes") from None
-        return CommandResult(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+        out_text, err_text = out.decode(errors="replace"), err.decode(errors="replace")
+        return framed.result(process.returncode, out_text, err_text, max_stdout=self.max_output_bytes)
 
     def _send_tar(self, command: str, write, progress: ProgressCallback | None) -> None:
         """Run ``command`` with ``write(stream)`` producing its stdin; raise if it failed."""
-        with tempfile.TemporaryFile() as err, self._spawn(command, stdout=err, stderr=err) as process:
+        framed = Framed(command)
+        with (
+            tempfile.TemporaryFile() as err,
+            self._spawn(framed, True, stdout=subprocess.DEVNULL, stderr=err) as process,
+        ):
             try:
+                process.stdin.write(framed.script)
                 write(_ProgressWriter(process.stdin, progress))
                 process.stdin.close()
             except BrokenPipeError:
@@ -84,30 +93,36 @@ class LocalTransport(tarstream.Uploads, download.Downloads):
             except BaseException:
                 _kill_group(process)
                 raise
-            self._finish(process, command, err)
+            self._wait(process, command, err, framed).check(command)
 
     def _stream_tar(
         self, command: str, consume: Callable[[IO[bytes]], Extraction]
     ) -> tuple[Extraction, CommandResult | None]:
         """``download.StreamTar``: a stream left unread to its end is not drained, tar is killed."""
-        with tempfile.TemporaryFile() as err, self._spawn(command, stdout=subprocess.PIPE, stderr=err) as process:
+        framed = Framed(command)
+        with (
+            tempfile.TemporaryFile() as err,
+            self._spawn(framed, False, stdout=subprocess.PIPE, stderr=err) as process,
+        ):
+            process.stdin.write(framed.script)
             process.stdin.close()
             try:
-                extraction = consume(process.stdout)
+                extraction = consume(Unwrapped(process.stdout, framed))
             except BaseException:
                 _kill_group(process)
                 raise
             if not extraction.exhausted:
                 _kill_group(process)
                 return extraction, None
-            return extraction, self._wait(process, command, err)
+            return extraction, self._wait(process, command, err, framed)
 
     def close(self) -> None:
         """Nothing to close: every command is its own process."""
 
-    def _spawn(self, command: str, **streams) -> subprocess.Popen:
+    def _spawn(self, framed: Framed, data_follows: bool, **streams) -> subprocess.Popen:
+        """The login line run by ``sh -c``, as a login shell would run it; the caller feeds the script."""
         return subprocess.Popen(
-            ["sh", "-c", command],
+            ["sh", "-c", framed.login_command(data_follows=data_follows)],
             stdin=subprocess.PIPE,
             bufsize=0,  # our writes are already large; an unflushed pipe buffer could only fail later
             env=self.env,
@@ -115,19 +130,16 @@ class LocalTransport(tarstream.Uploads, download.Downloads):
             **streams,
         )
 
-    def _finish(self, process: subprocess.Popen, command: str, err: IO[bytes]) -> None:
-        """Wait for ``process`` and raise ``CommandFailed`` with its output if it failed."""
-        self._wait(process, command, err).check(command)
-
-    def _wait(self, process: subprocess.Popen, command: str, err: IO[bytes]) -> CommandResult:
-        """Wait for ``process``: its exit code and (the start of) what it wrote to ``err``."""
+    def _wait(self, process: subprocess.Popen, command: str, err: IO[bytes], framed: Framed) -> CommandResult:
+        """Wait for ``process``: its framed exit code and (the start of) what it wrote to ``err``;
+        stdout, a stream, was consumed (or, for an upload, shares the file of ``err``)."""
         try:
             code = process.wait(timeout=DEFAULT_TIMEOUT)
         except subprocess.TimeoutExpired as error:
             _kill_group(process)
             raise OutcomeUnknown(f"local command {command!r} did not finish") from error
         err.seek(0)
-        return CommandResult(code, "", err.read(STDERR_MAX_BYTES).decode(errors="replace"))
+        return framed.result(code, None, err.read(STDERR_MAX_BYTES + OVERHEAD).decode(errors="replace"))
 
 
 class _TooMuch(Exception):
@@ -141,7 +153,7 @@ class _TooMuch(Exception):
 def _communicate(process: subprocess.Popen, stdin: bytes, deadline: float, out_limit: int) -> tuple[bytes, bytes]:
     """``Popen.communicate`` with caps: feed ``stdin``, read stdout and stderr side by side,
     raise ``_TooMuch`` as soon as one passes its cap and ``TimeoutExpired`` at ``deadline``."""
-    caps = {process.stdout: ("output", out_limit), process.stderr: ("error output", STDERR_MAX_BYTES)}
+    caps = {process.stdout: ("output", out_limit), process.stderr: ("error output", STDERR_MAX_BYTES + OVERHEAD)}
     got: dict[IO[bytes], bytearray] = {pipe: bytearray() for pipe in caps}
     pending = memoryview(stdin)
     with selectors.DefaultSelector() as selector:

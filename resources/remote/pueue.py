@@ -34,6 +34,13 @@ class DaemonDown(CommandFailed):
     """pueue could not reach its daemon, so it did nothing (an ``add`` surely created no task)."""
 
 
+class PueueNotRun(DaemonDown):
+    """pueue itself could not run on the host: not found or not executable (the shell's exit 127 or
+    126), or it refused its own configuration before sending any request. A certain answer: no task
+    was created. A ``DaemonDown`` for everything that acts on it (the case waits again, the host's
+    health shows the reason), told apart so that the message names the real problem."""
+
+
 class UnknownGroup(CommandFailed):
     """The group does not exist: pueue never creates groups implicitly."""
 
@@ -81,6 +88,10 @@ _DAEMON_DOWN_HINTS = (
 """A socket nobody listens on, no config at all, a config whose daemon never ran (no shared secret
 yet), or a handshake that failed: pueue sent no request. (Right after pueued is SIGKILLed the
 handshake can fail with "Connection reset by peer".)"""
+_NOT_RUN_HINTS = ("Failed to read configuration",)
+"""pueue's refusal of a configuration file it cannot read, before it contacts any daemon."""
+_NOT_RUN_EXITS = {126: "is not executable", 127: "was not found"}
+"""What sh exits with when it cannot run the command at all."""
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _REPORT_END = re.compile(r"^(Location:|Backtrace omitted|.*BACKTRACE|.*SPANTRACE|Suggestion:|Note:)")
 MAX_MESSAGE = 500
@@ -128,8 +139,8 @@ class PueueClient:
     def add_many(self, specs: Iterable[AddSpec]) -> list[AddResult]:
         """Add several tasks in ONE round trip; one ``AddResult`` per spec, in order.
 
-        The adds run in ``ADD_LANES`` lanes side by side, in a ``sh`` script fed on stdin (no
-        command-line length limit, and independent of the login shell's syntax). Each add's output
+        The adds run in ``ADD_LANES`` lanes side by side, in one ``sh`` script (the transport feeds
+        every command to ``sh`` on stdin: no command-line length limit). Each add's output
         and exit code is framed by marker lines carrying a fresh random tag, which no task data can
         forge. A spec whose frame is missing (the script was cut short) gets ``OutcomeUnknown``. A
         transport failure raises ``OutcomeUnknown`` for the whole batch: callers must look up the
@@ -141,7 +152,7 @@ class PueueClient:
             return []
         tag = f"MQIC-PUEUE-{secrets.token_hex(16)}"
         script = _batch_script(tag, commands)
-        result = self.transport.run("sh -s", stdin=script.encode(), timeout=self._timeout)
+        result = self.transport.run(script, timeout=self._timeout)
         stdout_frames = _frames(tag, result.stdout)
         stderr_frames = _frames(tag, result.stderr)
         return [
@@ -263,8 +274,15 @@ def _failure(command: str, result: CommandResult) -> CommandFailed:
     """
     result = CommandResult(result.exit_code, _meaningful(result.stdout), _meaningful(result.stderr))
     output = f"{result.stdout}\n{result.stderr}"
-    if any(hint in output for hint in _DAEMON_DOWN_HINTS):
-        kind: type[CommandFailed] = DaemonDown
+    if result.exit_code in _NOT_RUN_EXITS:
+        program = shlex.split(command)[0]
+        why = f"{program} {_NOT_RUN_EXITS[result.exit_code]} on the host (check the host's pueue command)"
+        said = CommandResult(result.exit_code, "", f"{why}: {result.stderr}")
+        return said.failure(command, PueueNotRun, what="pueue")
+    if any(hint in output for hint in _NOT_RUN_HINTS):
+        kind: type[CommandFailed] = PueueNotRun
+    elif any(hint in output for hint in _DAEMON_DOWN_HINTS):
+        kind = DaemonDown
     elif _UNKNOWN_GROUP.search(output):
         kind = UnknownGroup
     else:
@@ -364,8 +382,7 @@ def _batch_script(tag: str, commands: Sequence[str]) -> str:
     Once every lane is done the frames are printed in order, so they never interleave; a script
     cut short prints none, and every add of it is then unknown. The newline printed before each
     end marker guarantees it starts a line even if pueue's output did not end with one; ``_frames``
-    removes it again. ``</dev/null`` keeps an add from reading the rest of the script, which
-    ``sh -s`` is still reading from stdin.
+    removes it again. ``</dev/null`` keeps an add from reading the transport's stdin.
     """
     lines = ["dir=$(mktemp -d) || exit 1", "trap 'rm -rf \"$dir\"' EXIT"]
     for lane in range(min(ADD_LANES, len(commands))):

@@ -33,6 +33,7 @@ import paramiko
 
 from . import download, tarstream
 from .errors import BadOutput, ChangedHostKey, HostKeyError, OutcomeUnknown, UnknownHostKey
+from .script import OVERHEAD, Framed, Unwrapped
 from .transport import CommandResult, ProgressCallback, still_waiting
 from .untar import Extraction
 
@@ -366,10 +367,9 @@ class SshTransport(tarstream.Uploads, download.Downloads):
         limit = self.target.command_timeout if timeout is None else timeout
 
         def feed(writer: _ChannelWriter) -> None:
-            if stdin:
-                writer.write(stdin)
+            writer.write(stdin)
 
-        return self._exchange(command, feed=feed, deadline=time.monotonic() + limit)
+        return self._exchange(command, feed=feed if stdin else None, deadline=time.monotonic() + limit)
 
     def _send_tar(self, command: str, write, progress: ProgressCallback | None) -> None:
         """A transfer times out when nothing moves for the command timeout, however long it takes
@@ -487,19 +487,26 @@ class SshTransport(tarstream.Uploads, download.Downloads):
         purpose ends the command at once: the connection is dropped rather than the rest of
         the output drained. ``None`` only when ``consume`` stopped without an error.
         """
-        if consume is None:
-            limit = self.target.max_output_bytes
+        framed = Framed(command)
+        collected = consume is None
+        if collected:
+            limit = self.target.max_output_bytes + OVERHEAD
 
             def consume(reader: _ChannelReader) -> bytes:
                 return reader.read_all(limit, f"output of {_shown(command)!r}")
 
+        stream = consume
+
+        def unwrap(reader: _ChannelReader) -> Any:
+            return stream(reader if collected else Unwrapped(reader, framed))
+
         client, channel = self._open_channel()
         activity = _Activity()
-        start = _Worker(lambda: _start(channel, command, feed, _ChannelWriter(channel, activity, progress)))
-        out = _Worker(lambda: consume(_ChannelReader(channel.recv, activity)))
+        start = _Worker(lambda: _start(channel, framed, feed, _ChannelWriter(channel, activity, progress)))
+        out = _Worker(lambda: unwrap(_ChannelReader(channel.recv, activity)))
         err = _Worker(
             lambda: _ChannelReader(channel.recv_stderr, activity).read_all(
-                STDERR_MAX_BYTES, f"error output of {_shown(command)!r}"
+                STDERR_MAX_BYTES + OVERHEAD, f"error output of {_shown(command)!r}"
             )
         )
         status = _Worker(channel.recv_exit_status)
@@ -521,7 +528,9 @@ class SshTransport(tarstream.Uploads, download.Downloads):
             self._drop(client)
             raise OutcomeUnknown(f"{self.target}: {_shown(command)!r} did not finish in time; connection closed")
         channel.close()
-        return self._conclude(client, command, start, out, err, status)
+        raw = self._conclude(client, command, start, out, err, status)
+        cap = self.target.max_output_bytes
+        return framed.result(raw.exit_code, raw.stdout if collected else None, raw.stderr, max_stdout=cap)
 
     def _watch(
         self, workers: list[_Worker], activity: _Activity, deadline: float | None, stop: Callable[[], Any]
@@ -582,11 +591,12 @@ def _shown(command: str) -> str:
     return command if len(command) <= 200 else command[:200] + "..."
 
 
-def _start(channel: paramiko.Channel, command: str, feed: Feed | None, writer: _ChannelWriter) -> None:
-    """Start the command, send its stdin, then EOF. A local failure closes the channel at once
-    so the remote side stops waiting for the rest."""
+def _start(channel: paramiko.Channel, framed: Framed, feed: Feed | None, writer: _ChannelWriter) -> None:
+    """Start the host's ``sh``, send it the framed script, then the command's stdin, then EOF. A
+    local failure closes the channel at once so the remote side stops waiting for the rest."""
     try:
-        channel.exec_command(command)
+        channel.exec_command(framed.login_command(data_follows=feed is not None))
+        channel.sendall(framed.script)
     except NETWORK_ERRORS as error:
         raise _ChannelBroken(error) from error
     if feed is not None:

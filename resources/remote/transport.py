@@ -28,8 +28,15 @@ _still_waiting: ContextVar[Callable[[], None] | None] = ContextVar("mqic_still_w
 def while_waiting(callback: Callable[[], None]) -> Iterator[None]:
     """Have ``callback`` called now and then, from this thread, while a command or transfer started
     in this block runs: a contact renews its connection slot with it, so that a transfer longer than
-    the slot's lease is not taken for a dead holder."""
-    token = _still_waiting.set(callback)
+    the slot's lease is not taken for a dead holder. Blocks nest: an inner one's callback is
+    called after those of the blocks around it."""
+    outer = _still_waiting.get()
+
+    def both() -> None:
+        outer()
+        callback()
+
+    token = _still_waiting.set(callback if outer is None else both)
     try:
         yield
     finally:

@@ -146,14 +146,24 @@ class RealPueue:
 
     kind = "real"
 
-    def __init__(self, groups: dict[str, int] | None = None, *, started: bool = True):
-        """``started=False``: config and wrapper written, pueued never started (so no groups either)."""
+    def __init__(
+        self,
+        groups: dict[str, int] | None = None,
+        *,
+        started: bool = True,
+        user: str | None = None,
+        base_name: str = "cases",
+    ):
+        """``started=False``: config and wrapper written, pueued never started (so no groups either).
+        ``user``: everything belongs to that account and pueued runs as it (``ShellAccount``)."""
         self.root = Path(tempfile.mkdtemp(prefix="mqic-rp-"))
-        self.base_dir = self.root / "cases"
+        self.base_dir = self.root / base_name
         self.base_dir.mkdir()
         self.bin_dir = real_pueue_bin()
-        self.daemon = RealDaemon(self.root / "pueue")
+        self.daemon = RealDaemon(self.root / "pueue", user=user)
         self.pueue = str(self.daemon.install(self.bin_dir))
+        if user:
+            subprocess.run(["chown", "-R", f"{user}:", str(self.root)], check=True)
         self.client_marker = f"{MARKER}={self.daemon.root}".encode()
         if not started:
             return

@@ -121,7 +121,8 @@ class SshServer:
             f"Port {self.port}",
             f"ListenAddress {LOOPBACK}",
             f"HostKey {self._path('host_key')}",
-            f"AuthorizedKeysFile {self._path('authorized_keys')}",
+            # Another account reads its own (sshd opens the file as the account: ours is root's).
+            f"AuthorizedKeysFile {self._path('authorized_keys')} .ssh/authorized_keys",
             f"PidFile {self._path('sshd.pid')}",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
