@@ -40,18 +40,23 @@ HYGIENE = ("before_cleanup", "mid_collect", "after_cleanup")
 
 @pytest.fixture
 def crash_settings(mqic_dirs):
+    """Short leases, so that a dead worker's submission is reconciled soon; an add's lease lasts
+    the command timeout and a margin (``submission.held_for_add``), hence a short one too."""
     mqic_dirs.MQIC_SUBMIT_LEASE_SECONDS = 1
+    mqic_dirs.MQIC_SSH_COMMAND_TIMEOUT = 10
     return mqic_dirs
 
 
-def drive(settings, seconds=60, **env) -> int:
+def drive(settings, stall=120, **env) -> int:
+    """A worker that runs until all is settled; it fails only when nothing moved for ``stall`` s."""
     child_env = django_env(
         MQIC_RESULTS_DIR=str(settings.MQIC_RESULTS_DIR),
         MQIC_SUBMIT_LEASE_SECONDS=str(settings.MQIC_SUBMIT_LEASE_SECONDS),
+        MQIC_SSH_COMMAND_TIMEOUT=str(settings.MQIC_SSH_COMMAND_TIMEOUT),
         MQIC_CLOCK_SKEW_SECONDS=str(settings.MQIC_CLOCK_SKEW_SECONDS),
         **env,
     )
-    done = subprocess.run([sys.executable, "-m", "tests.support.drive", str(seconds)], cwd=REPO, env=child_env)
+    done = subprocess.run([sys.executable, "-m", "tests.support.drive", str(stall)], cwd=REPO, env=child_env)
     return done.returncode
 
 

@@ -281,3 +281,25 @@ def test_a_lost_case_whose_processes_live_on_keeps_its_gpu_group_until_they_are_
 def case_pids(case) -> list[int]:
     """The processes on this machine that carry the case's attempt marker in their environment."""
     return [int(proc.name) for proc in processes_with(f"{ATTEMPT_VARIABLE}={token_of(case.remote_dir)}")]
+
+
+def test_a_worker_slowed_past_its_lease_does_not_add_once_the_reconciler_retried(hpc, sandbox, inbox, monkeypatch):
+    """The scale-out run's duplicate: a submitting worker stalled until its lease ran out (a
+    loaded node, a long upload); the reconciler asked the host, found no task and put the case
+    back; then the stalled worker's add still went through, and the retry ran the case again."""
+    case = new_case(inbox)
+    real_crash_point = submission.crash_point
+
+    def stall_past_the_lease(name):
+        if name == "after_upload":
+            expire_lease(case)
+            assert reconciliation.reconcile_pass().retried == ["c"]
+        real_crash_point(name)
+
+    monkeypatch.setattr(submission, "crash_point", stall_past_the_lease)
+    submission.submit_pass()
+    assert [a for a in sandbox.adds() if a["label"] == Case.objects.get(pk=case.pk).label] == []
+    assert CaseEvent.objects.filter(case=case, reason__contains="lease ran out first").exists()
+    monkeypatch.setattr(submission, "crash_point", real_crash_point)
+    submission.submit_pass()
+    assert len([a for a in sandbox.adds() if a["label"] == Case.objects.get(pk=case.pk).label]) == 1

@@ -10,14 +10,21 @@ from __future__ import annotations
 import threading
 import time
 
-from django.db import connections
-
 from ..models import Case, CaseStatus
 
 INTERVAL_SECONDS = 1.0
 
 
 class UploadProgress:
+    """Bytes sent so far, turned into percentages per case and written by the pass's own thread.
+
+    The transport reports progress from a worker thread of its own; writing from there would be a
+    second database connection writing while the pass's may hold SQLite's write lock (a test's
+    transaction does, all along): it would wait, then fail the pass with "database is locked". So
+    ``__call__`` only notes the count, and ``write`` (called from the pass's thread, directly or
+    through ``while_waiting`` while the transport works) puts it in the database.
+    """
+
     def __init__(self, sizes: list[tuple[int, int]], interval: float | None = None):
         """``sizes``: (case id, bytes of its files) in the order the stream sends them."""
         self.interval = INTERVAL_SECONDS if interval is None else interval
@@ -28,17 +35,22 @@ class UploadProgress:
             start += size
         self.last_write = time.monotonic()
         self.written: dict[int, int] = {}
+        self.sent = 0
         self.owner = threading.current_thread()
 
     def __call__(self, sent: int) -> None:
         """Progress callback; may run on the transport's worker thread."""
-        if time.monotonic() - self.last_write < self.interval:
+        self.sent = sent
+        if threading.current_thread() is self.owner:
+            self.write()
+
+    def write(self) -> None:
+        """Write the percentages that changed, at most once per interval; the owner thread only."""
+        if threading.current_thread() is not self.owner or time.monotonic() - self.last_write < self.interval:
             return
         self.last_write = time.monotonic()
         for case_id, start, size in self.spans:
-            percent = min(100, max(0, (sent - start) * 100 // max(size, 1)))
+            percent = min(100, max(0, (self.sent - start) * 100 // max(size, 1)))
             if self.written.get(case_id) != percent:
                 self.written[case_id] = percent
                 Case.objects.filter(pk=case_id, status=CaseStatus.SUBMITTING).update(upload_percent=percent)
-        if threading.current_thread() is not self.owner:
-            connections.close_all()  # this thread's own connections; the thread ends with the upload

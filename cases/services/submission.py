@@ -35,6 +35,7 @@ from resources.jobqueue import (
     JobQueue,
     UnknownGroup,
     UnsafeFolder,
+    while_waiting,
 )
 from resources.models import GpuGroup, HpcHost
 from resources.operations import missing_group_reason
@@ -253,7 +254,9 @@ def upload(queue: JobQueue, host: HpcHost, listed: dict[Case, FolderManifest], r
         progress(sent)
 
     names = {folder_name(c.remote_dir): c for c in listed}
-    damaged = queue.upload([(listed[c], name) for name, c in names.items()], host.base_dir, progress=on_progress)
+    folders = [(listed[c], name) for name, c in names.items()]
+    with while_waiting(progress.write):
+        damaged = queue.upload(folders, host.base_dir, progress=on_progress)
     for name, problem in damaged.items():
         case = names[name]
         with isolated(case, "putting back a folder damaged on the way", give_up=fail):
@@ -263,10 +266,14 @@ def upload(queue: JobQueue, host: HpcHost, listed: dict[Case, FolderManifest], r
     return [c for name, c in names.items() if name not in damaged]
 
 
+ADD_MARGIN_SECONDS = 5
+"""How much longer than the command timeout a lease renewed for an add lasts."""
+
+
 def add_cases(queue: JobQueue, cases: list[Case], report: SubmitReport) -> None:
+    cases = held_for_add(cases)
     if not cases:
         return
-    Case.objects.filter(pk__in=[c.pk for c in cases], status=S.SUBMITTING).update(attempts=F("attempts") + 1)
     specs = [
         AddSpec(
             command=job_command(settings.MQIC_ENTRY_SCRIPT, case.gpu_group.devices),
@@ -283,6 +290,29 @@ def add_cases(queue: JobQueue, cases: list[Case], report: SubmitReport) -> None:
         # An error here leaves the case ``submitting``: the reconciler adopts its task by label.
         with isolated(case, "storing its pueue task id"):
             store_added(case, result, report)
+
+
+def held_for_add(cases: list[Case]) -> list[Case]:
+    """The cases whose submission lease this worker still holds, each renewed to outlast the add
+    (its command timeout, and a margin) and charged an attempt; a fence, as a lock service gives.
+
+    Once a lease has run out, the reconciler may ask the host, find no task and try the case
+    again: a worker that was slowed down past its lease (a loaded node, a long upload) must then
+    not add the task after all, or the case would run twice. A lease cannot be renewed once it
+    has run out, so whoever adds does so inside a lease that outlasts the add itself.
+    """
+    now = timezone.now()
+    seconds = max(settings.MQIC_SUBMIT_LEASE_SECONDS, settings.MQIC_SSH_COMMAND_TIMEOUT + ADD_MARGIN_SECONDS)
+    held = []
+    for case in cases:
+        mine = Case.objects.filter(
+            pk=case.pk, status=S.SUBMITTING, remote_dir=case.remote_dir, lease_expires_at__gt=now
+        )
+        if mine.update(lease_expires_at=now + timedelta(seconds=seconds), attempts=F("attempts") + 1):
+            held.append(case)
+        else:
+            record_event(case.pk, "not added: its submission lease ran out first; the reconciler settles it")
+    return held
 
 
 def store_added(case: Case, result: AddResult, report: SubmitReport) -> None:
