@@ -65,6 +65,11 @@ class Overview:
     cluster: ClusterHealth
 
     @property
+    def blocked_groups(self) -> list[GpuGroup]:
+        """Enabled groups that take no new work until something on their host changes."""
+        return [g for g in self.groups if g.blocked_reason and g.status != GpuGroup.Status.DISABLED]
+
+    @property
     def hosts_down(self) -> int:
         """Hosts whose last contacts failed (backing off, or on the way to it)."""
         return sum(bool(h.last_error) for h in self.hosts)

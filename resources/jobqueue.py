@@ -138,6 +138,10 @@ class JobQueue:
     def groups(self) -> dict[str, PueueGroup]:
         return self._call(self._client.groups)
 
+    def add_group(self, name: str) -> None:
+        """Create a pueue group that runs one task at a time (a GPU group's)."""
+        self._call(self._client.group_add, name, 1)
+
     def start_group(self, name: str) -> None:
         self._call(self._client.start_group, name)
 

@@ -84,8 +84,37 @@ def release_idle_group(group: GpuGroup) -> Outcome:
     )
 
 
+MISSING_GROUP = "no pueue group "
+"""How the blocked reason of a GPU group whose pueue group is missing starts."""
+
+
 def missing_group_reason(host: HpcHost, pueue_group: str) -> str:
-    return f"pueue on {host.name} has no group {pueue_group}"
+    return (
+        f"{MISSING_GROUP}{pueue_group} on {host.name}: create it there (pueue group add "
+        f"{pueue_group} --parallel 1) or run configure_hpc --create-groups"
+    )
+
+
+def missing_groups():
+    """GPU groups blocked because their pueue group is missing on their host."""
+    return GpuGroup.objects.filter(blocked_reason__startswith=MISSING_GROUP)
+
+
+def note_pueue_groups(host: HpcHost, present: set[str] | frozenset[str]) -> tuple[list[str], list[str]]:
+    """The one rule for GPU groups whose pueue group is missing: given the pueue groups the host
+    has now, block each group of the host whose pueue group is missing (nothing can be added
+    there) and unblock each one blocked for that reason whose pueue group exists again. Called
+    wherever pueue's groups are read: the reconciler, "Sync GPU groups", configure_hpc.
+    Returns the names (blocked, unblocked)."""
+    blocked, unblocked = [], []
+    for group in host.gpu_groups.all():
+        reason = missing_group_reason(host, group.pueue_group)
+        if group.pueue_group not in present:
+            if set_blocked(group.pk, reason):
+                blocked.append(group.name)
+        elif group.blocked_reason == reason and set_blocked(group.pk, ""):
+            unblocked.append(group.name)
+    return blocked, unblocked
 
 
 def sync_groups(host: HpcHost) -> Outcome:
@@ -107,13 +136,7 @@ def sync_groups(host: HpcHost) -> Outcome:
         ).name
         for name in sorted(remote.keys() - known.keys())
     ]
-    blocked, unblocked = [], []
-    for name, group in known.items():
-        reason = missing_group_reason(host, name)
-        if name not in remote and set_blocked(group.pk, reason):
-            blocked.append(group.name)
-        elif name in remote and group.blocked_reason == reason and set_blocked(group.pk, ""):
-            unblocked.append(group.name)
+    blocked, unblocked = note_pueue_groups(host, set(remote))
     parts = [
         f"created (disabled) {', '.join(created)}" if created else "",
         f"blocked (gone from pueue) {', '.join(blocked)}" if blocked else "",
@@ -126,6 +149,64 @@ def sync_groups(host: HpcHost) -> Outcome:
 
 
 # -- hosts ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    ok: bool
+    text: str
+
+
+def check_site(host: HpcHost, *, create_groups: bool = False) -> list[Finding]:
+    """A host's first day, checked in the order things depend on each other: reachable, its key
+    trusted, pueue runs (its version), pueued answers, each GPU group's pueue group present (with
+    ``create_groups``, a missing one is created: ``pueue group add NAME --parallel 1``). Stops at
+    the first step that fails, saying why. The groups found go through ``note_pueue_groups``, so a
+    missing group is blocked at once and one that exists again is unblocked."""
+    found = []
+    if not host.is_local:
+        try:
+            key = hostkeys.check(host, hostkeys.offered_key(host))
+        except RemoteError as error:
+            return [Finding(False, f"not reachable: {error}")]
+        found.append(Finding(True, f"reachable at {host.hostname}:{host.port}"))
+        if key.state != "trusted":
+            why = "no key trusted yet" if key.state == "new" else "it is not the trusted one"
+            return [
+                *found,
+                Finding(
+                    False,
+                    f"host key {key.offered.fingerprint} not trusted ({why}): compare it with the host's "
+                    f"administrators, then run trust_host_key {host.name}",
+                ),
+            ]
+        found.append(Finding(True, f"host key {key.offered.fingerprint} trusted"))
+    wanted = list(host.gpu_groups.filter(retired=False))
+    created: list[str] = []
+    with contact(host, force=True) as link:
+        version = link.queue.version()
+        found.append(Finding(True, f"pueue {version} runs ({host.pueue_command})"))
+        groups = link.queue.groups()
+        found.append(Finding(True, "pueued answers"))
+        if create_groups:
+            for group in wanted:
+                if group.pueue_group not in groups:
+                    link.queue.add_group(group.pueue_group)
+                    created.append(group.pueue_group)
+            groups = link.queue.groups() if created else groups
+    if link.failed:
+        return [*found, Finding(False, str(link.error))]
+    HpcHost.objects.filter(pk=host.pk).update(pueue_version=version)
+    note_pueue_groups(host, set(groups))
+    for group in wanted:
+        if group.pueue_group not in groups:
+            found.append(
+                Finding(False, f"GPU group {group.name}: {missing_group_reason(host, group.pueue_group)}")
+            )
+        else:
+            how = "created" if group.pueue_group in created else "present"
+            found.append(Finding(True, f"GPU group {group.name}: pueue group {group.pueue_group} {how}"))
+    return found
 
 
 def check_health(host: HpcHost) -> Outcome:

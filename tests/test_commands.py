@@ -25,10 +25,10 @@ def run(*args) -> str:
 
 def test_configure_hpc_is_idempotent(settings):
     settings.MQIC_HPC_HOST, settings.MQIC_GPU_GROUPS = "login.example", ["gpu_a", "gpu_b"]
-    assert "GPU group gpu_b -> pueue group gpu_b" in run("configure_hpc")
+    assert "GPU group gpu_b -> pueue group gpu_b" in run("configure_hpc", "--offline")
     settings.MQIC_GPU_GROUPS = ["gpu_a"]
-    run("configure_hpc")
-    run("configure_hpc")
+    run("configure_hpc", "--offline")
+    run("configure_hpc", "--offline")
     assert HpcHost.objects.count() == 1
     assert dict(GpuGroup.objects.values_list("name", "status")) == {"gpu_a": "available", "gpu_b": "disabled"}
 

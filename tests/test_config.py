@@ -35,7 +35,7 @@ def configure(settings, tmp_path, text):
     path = tmp_path / "hosts.toml"
     path.write_text(text)
     settings.MQIC_HPC_CONFIG = str(path)
-    return call_command("configure_hpc")
+    return call_command("configure_hpc", offline=True)
 
 
 def test_several_hosts_are_configured_from_one_file_and_again_changes_nothing(settings, tmp_path):

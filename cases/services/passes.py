@@ -22,6 +22,7 @@ from django_q.brokers import get_broker
 from django_q.models import Schedule
 from django_q.tasks import async_task
 
+from resources.operations import missing_groups
 from resources.services import assignable_groups
 
 from ..models import Case, CaseStatus, PassRun
@@ -123,7 +124,8 @@ def due() -> list[str]:
     waiting = Case.objects.filter(status=CaseStatus.SUBMITTED).exists()
     if waiting and assignable_groups().exists():
         kinds.append("submit")
-    if Case.objects.filter(status=CaseStatus.SUBMITTING, lease_expires_at__lt=timezone.now()).exists():
+    stale = Case.objects.filter(status=CaseStatus.SUBMITTING, lease_expires_at__lt=timezone.now()).exists()
+    if stale or (waiting and missing_groups().exists()):  # the reconciler unblocks a group created since
         kinds.append("reconcile")
     return kinds
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from resources.contact import contact, for_each_host
 from resources.jobqueue import GroupStatus, JobQueue, PueueState
 from resources.models import GpuGroup, HpcHost
+from resources.operations import note_pueue_groups
 from resources.services import release_group, set_blocked
 
 from ..models import HOLDS_GPU, Case, CaseStatus
@@ -134,7 +135,11 @@ def release_groups_of_finished_cases(report: ReconcileReport) -> None:
 
 
 def check_groups(queue: JobQueue, host: HpcHost, state: PueueState, report: ReconcileReport, prefix: str) -> None:
-    """Never offer a group whose pueue group runs work we did not start, or is paused."""
+    """Never offer a group whose pueue group runs work we did not start, is paused or is missing
+    (``note_pueue_groups``: unblocked here too, once it exists)."""
+    if not report.dry_run:
+        blocked, _unblocked = note_pueue_groups(host, frozenset(state.groups))
+        report.blocked_groups += blocked
     stored = stored_tasks(host.pk)
     for group in host.gpu_groups.all():
         foreign = foreign_tasks(state, group, stored, prefix)

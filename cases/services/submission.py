@@ -174,6 +174,8 @@ def claim_on(group: GpuGroup, case: Case, prefix: str | None) -> bool | None:
             exit_code=None,
             upload_percent=None,
         )
+        if moved:
+            Case.objects.filter(pk=case.pk, last_error__startswith=WAITING).update(last_error="")
         if not moved:
             transaction.set_rollback(True)  # a peer took the case: our lock goes with it
             group.status, group.holder_id, group.lease_generation, group.assigned_at = as_read
@@ -266,6 +268,9 @@ def upload(queue: JobQueue, host: HpcHost, listed: dict[Case, FolderManifest], r
     return [c for name, c in names.items() if name not in damaged]
 
 
+WAITING = "waiting: "
+"""Starts a case's last error that says why it waits rather than what went wrong; its next
+claim of a GPU group clears it."""
 ADD_MARGIN_SECONDS = 5
 """How much longer than the command timeout a lease renewed for an add lasts."""
 
@@ -334,10 +339,13 @@ def store_added(case: Case, result: AddResult, report: SubmitReport) -> None:
         give_back(case, f"pueue add refused, will retry: {result.error}", attempts=F("attempts") - 1)
         report.returned.append(case.name)
     elif isinstance(result.error, UnknownGroup):
-        # pueue refused before creating anything: a definite "no task".
-        host = case.gpu_group.host
-        set_blocked(case.gpu_group_id, missing_group_reason(host, case.gpu_group.pueue_group))
-        retry_or_fail(case, S.SUBMITTING, f"pueue add failed: {result.error}")
+        # pueue refused before creating anything: a definite "no task", and no fault of the case's.
+        # The group is blocked until its pueue group exists (the reconciler looks every tick).
+        why = missing_group_reason(case.gpu_group.host, case.gpu_group.pueue_group)
+        set_blocked(case.gpu_group_id, why)
+        give_back(
+            case, f"{WAITING}{why}; no attempt spent", attempts=F("attempts") - 1, last_error=f"{WAITING}{why}"
+        )
         report.returned.append(case.name)
     else:
         # Anything else (a cut connection, a daemon that died mid-request) may hide a task.

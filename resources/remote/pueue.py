@@ -275,7 +275,8 @@ def _failure(command: str, result: CommandResult) -> CommandFailed:
     result = CommandResult(result.exit_code, _meaningful(result.stdout), _meaningful(result.stderr))
     output = f"{result.stdout}\n{result.stderr}"
     if result.exit_code in _NOT_RUN_EXITS:
-        program = shlex.split(command)[0]
+        words = shlex.split(command)
+        program = next(w for w in words if not _ENV_NAME.fullmatch(w.partition("=")[0]) or "=" not in w)
         why = f"{program} {_NOT_RUN_EXITS[result.exit_code]} on the host (check the host's pueue command)"
         said = CommandResult(result.exit_code, "", f"{why}: {result.stderr}")
         return said.failure(command, PueueNotRun, what="pueue")
