@@ -61,10 +61,13 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	touch $@
 
-# Real sshd for the remote side, Chromium for the admin's browser tests.
+# Real sshd for the remote side, Chromium for the admin's browser tests, the login shells of the
+# test accounts (tests/support/accounts.py), iptables for the jump-host test's rule.
+SYSTEM_PACKAGES := openssh-server openssh-client chromium tcsh fish zsh iptables
 system-packages:
-	@command -v /usr/sbin/sshd >/dev/null && command -v /usr/bin/chromium >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client chromium; }
+	@for f in /usr/sbin/sshd /usr/bin/chromium /usr/bin/tcsh /usr/bin/fish /usr/bin/zsh /usr/sbin/iptables; do \
+	  test -x $$f || missing=1; done; [ -z "$$missing" ] || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); }
 
 postgres:
 	@pg_isready -q -h 127.0.0.1 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start

@@ -10,6 +10,7 @@
     known_hosts = "/etc/mqic/known_hosts"
     base_dir = "/scratch/mqic/cases"          # required
     pueue = "pueue"                           # pueue itself, maybe with -c CONFIG
+    proxy_jump = "mqic@gw.example:22"         # optional: jump host(s), as OpenSSH ProxyJump
     gpu_groups = ["gpu_a", { name = "gpu_b", devices = "2,3" }]   # required
     transport = "ssh"                         # or "local": this machine (the demo)
 
@@ -35,7 +36,7 @@ from django.db import transaction
 
 from .models import GpuGroup, HpcHost
 from .services import group_name_for, reinstate_group, retire_groups
-from .validators import validate_pueue_command, validate_remote_base_dir
+from .validators import validate_proxy_jump, validate_pueue_command, validate_remote_base_dir
 
 
 class ConfigError(ValueError):
@@ -60,12 +61,24 @@ class HostConfig:
     key: str = ""
     known_hosts: str = ""
     pueue: str = "pueue"
+    proxy_jump: str = ""
 
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _PUEUE_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _DEVICES = re.compile(r"[0-9]+(,[0-9]+)*|")
-_KEYS = {"hostname", "port", "user", "key", "known_hosts", "base_dir", "pueue", "gpu_groups", "transport"}
+_KEYS = {
+    "hostname",
+    "port",
+    "user",
+    "key",
+    "known_hosts",
+    "base_dir",
+    "pueue",
+    "gpu_groups",
+    "transport",
+    "proxy_jump",
+}
 
 
 def from_settings(settings) -> list[HostConfig]:
@@ -85,6 +98,7 @@ def from_settings(settings) -> list[HostConfig]:
                 "base_dir": settings.MQIC_HPC_BASE_DIR,
                 "pueue": settings.MQIC_PUEUE,
                 "gpu_groups": settings.MQIC_GPU_GROUPS,
+                "proxy_jump": settings.MQIC_HPC_PROXY_JUMP,
             },
             where="the MQIC_HPC_* settings",
         )
@@ -128,7 +142,14 @@ def check_host(name: str, table: object, *, where: str) -> HostConfig:
         problems.append(f"transport must be one of {', '.join(HpcHost.Transport.values)}")
     if text["transport"] == HpcHost.Transport.SSH and not text["hostname"]:
         problems.append("hostname is required for the ssh transport")
-    for key, validator in (("base_dir", validate_remote_base_dir), ("pueue", validate_pueue_command)):
+    if text["proxy_jump"] and not text["known_hosts"]:
+        problems.append("proxy_jump needs known_hosts: the jump hosts' keys are verified against it")
+    checks = (
+        ("base_dir", validate_remote_base_dir),
+        ("pueue", validate_pueue_command),
+        ("proxy_jump", validate_proxy_jump),
+    )
+    for key, validator in checks:
         if isinstance(text[key], str):
             try:
                 validator(text[key])
@@ -148,6 +169,7 @@ _TEXT_DEFAULTS = {
     "known_hosts": "",
     "base_dir": "",
     "pueue": "pueue",
+    "proxy_jump": "",
 }
 
 
@@ -201,6 +223,7 @@ def _apply_host(config: HostConfig, problems: list[str]) -> tuple[HpcHost, list[
             "username": config.user,
             "key_path": config.key,
             "known_hosts_path": config.known_hosts,
+            "proxy_jump": config.proxy_jump,
             "base_dir": config.base_dir,
             "pueue_command": config.pueue,
         },

@@ -12,9 +12,10 @@ from .models import HpcHost
 from .remote.local import LocalTransport
 from .remote.manifest import ScanLimits
 from .remote.pueue import PueueClient
-from .remote.ssh import SshTarget, SshTransport
+from .remote.ssh import Hop, SshTarget, SshTransport
 from .remote.transport import Transport
 from .remote.untar import Limits
+from .validators import parse_proxy_jump
 
 
 def ssh_target(host: HpcHost) -> SshTarget:
@@ -28,6 +29,7 @@ def ssh_target(host: HpcHost) -> SshTarget:
         connect_timeout=settings.MQIC_SSH_CONNECT_TIMEOUT,
         command_timeout=settings.MQIC_SSH_COMMAND_TIMEOUT,
         max_output_bytes=settings.MQIC_REMOTE_OUTPUT_MAX_BYTES,
+        jumps=tuple(Hop(hostname, port, user) for user, hostname, port in parse_proxy_jump(host.proxy_jump)),
     )
 
 

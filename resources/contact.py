@@ -44,7 +44,7 @@ from django.db import connections as db_connections
 from django.dispatch import Signal
 from django.utils import timezone
 
-from .connections import pueue_for
+from .connections import pueue_for, ssh_target
 from .jobqueue import DaemonDown, JobQueue, OutcomeUnknown, RemoteError, guarded
 from .models import HostSlot, HpcHost
 from .remote.ssh import scan_host_key
@@ -119,12 +119,12 @@ class Link:
         else:
             self.keep_slot()
 
-    def offered_key(self) -> tuple[str, str, str]:
-        """The SSH key the host offers now, ``(key_type, base64, fingerprint)``: a handshake with no
-        login, made as any call of the contact (gated, on one of the host's slots, its outcome
-        recorded on the host)."""
-        host, timeout = self.host, settings.MQIC_SSH_CONNECT_TIMEOUT
-        return guarded(self._gate, self._observe, scan_host_key, host.hostname, host.port, timeout=timeout)
+    def offered_key(self, hop: int | None = None) -> tuple[str, str, str]:
+        """The SSH key the host (or its jump host number ``hop``) offers now, ``(key_type, base64,
+        fingerprint)``: a handshake with no login (past the jump hosts before it), made as any call
+        of the contact (gated, on one of the host's slots, its outcome recorded on the host)."""
+        target = ssh_target(self.host)
+        return guarded(self._gate, self._observe, scan_host_key, target if hop is None else target.hop(hop))
 
     def keep_slot(self) -> None:
         """Renew the slot's lease every third of it while the contact lasts: before each call, and

@@ -20,6 +20,7 @@ from .contact import contact
 from .models import HpcHost
 from .remote.errors import ChangedHostKey
 from .remote.ssh import fingerprint
+from .validators import parse_proxy_jump
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,33 @@ class KeyCheck:
         )
 
 
-def offered_key(host: HpcHost) -> OfferedKey:
-    """The key the host offers now, asked through the contact seam; forced, since an operator
-    asks (back-off or not). Raises the ``RemoteError`` when the host cannot be reached."""
+@dataclass(frozen=True)
+class JumpHost:
+    """A jump host of ``host``, as the functions here see a host: its key lives in the host's
+    known_hosts file (``proxy_jump`` needs one), never on a row."""
+
+    name: str
+    hostname: str
+    port: int
+    known_hosts_path: str
+    host_key: str = ""
+    pk: None = None
+
+
+def jump_hosts(host: HpcHost) -> list[JumpHost]:
+    """The host's jump hosts, in the order a connection passes them."""
+    return [
+        JumpHost(f"{host.name} (jump host {n + 1}: {hostname}:{port})", hostname, port, host.known_hosts_path)
+        for n, (_user, hostname, port) in enumerate(parse_proxy_jump(host.proxy_jump))
+    ]
+
+
+def offered_key(host: HpcHost, hop: int | None = None) -> OfferedKey:
+    """The key the host (or its jump host number ``hop``, from 0) offers now, asked through the
+    contact seam, through the jump hosts before it; forced, since an operator asks (back-off or
+    not). Raises the ``RemoteError`` when it cannot be reached."""
     with contact(host, force=True) as link:
-        key = OfferedKey(*link.offered_key())
+        key = OfferedKey(*link.offered_key(hop))
     if link.failed:
         raise link.error
     return key

@@ -8,7 +8,7 @@ holder of a group is stored as an opaque owner id (the case's primary key).
 
 from django.db import models
 
-from .validators import validate_pueue_command, validate_remote_base_dir
+from .validators import validate_proxy_jump, validate_pueue_command, validate_remote_base_dir
 
 
 class HpcHost(models.Model):
@@ -28,6 +28,14 @@ class HpcHost(models.Model):
     username = models.CharField(max_length=64, blank=True)
     key_path = models.CharField("private key path", max_length=1024, blank=True)
     known_hosts_path = models.CharField(max_length=1024, blank=True)
+    proxy_jump = models.CharField(
+        "jump hosts",
+        max_length=1024,
+        blank=True,
+        validators=[validate_proxy_jump],
+        help_text="OpenSSH ProxyJump: [user@]host[:port], comma-separated for a chain; their keys are "
+        "verified against the known_hosts file.",
+    )
     host_key = models.TextField(
         "trusted host key",
         blank=True,

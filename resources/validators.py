@@ -50,3 +50,27 @@ def validate_remote_base_dir(value: str) -> None:
         raise ValidationError("the remote base directory cannot be / itself: MQIC removes folders below it")
     if posixpath.normpath(value) != value.rstrip("/") or "\0" in value or "\n" in value:
         raise ValidationError("the remote base directory must be a normalised path (no '..', '//' or '.')")
+
+
+_HOP = re.compile(
+    r"(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]{0,63})@)?(?P<host>[A-Za-z0-9][A-Za-z0-9.-]{0,252})(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+def parse_proxy_jump(value: str) -> list[tuple[str | None, str, int]]:
+    """OpenSSH ``ProxyJump``: ``[user@]host[:port]``, comma-separated for a chain of gateways, as
+    ``(user or None, host, port)`` in the order they are passed; ``ValidationError`` if malformed."""
+    hops = []
+    for part in value.split(",") if value.strip() else []:
+        found = _HOP.fullmatch(part.strip())
+        port = int(found["port"]) if found and found["port"] else 22
+        if found is None or not 0 < port < 65536:
+            raise ValidationError(
+                f"{part.strip()!r} is not a jump host: write [user@]host[:port], comma-separated"
+            )
+        hops.append((found["user"], found["host"], port))
+    return hops
+
+
+def validate_proxy_jump(value: str) -> None:
+    parse_proxy_jump(value)

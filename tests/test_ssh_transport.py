@@ -485,7 +485,7 @@ def test_a_folder_swapped_for_a_link_mid_upload_sends_nothing_from_outside(tmp_p
 
 
 def test_scan_host_key_reports_the_servers_key_and_fingerprint(sshd):
-    key_type, key_base64, fingerprint = ssh.scan_host_key("127.0.0.1", sshd.port, timeout=5)
+    key_type, key_base64, fingerprint = ssh.scan_host_key(sshd.target())
 
     assert f"{key_type} {key_base64}" == sshd.host_key
     assert fingerprint == keygen_fingerprint(sshd.workdir / "host_key.pub")

@@ -57,6 +57,21 @@ TRUST_HINT = "python manage.py trust_host_key <host name>"
 
 
 @dataclass(frozen=True)
+class Hop:
+    """A jump host on the way to the target (OpenSSH ``ProxyJump``): reached first, then asked to
+    open a ``direct-tcpip`` channel to the next hop or the target."""
+
+    hostname: str
+    port: int = 22
+    username: str | None = None
+    """None: the target's user."""
+
+    def __str__(self) -> str:
+        user = f"{self.username}@" if self.username else ""
+        return f"{user}{self.hostname}:{self.port}"
+
+
+@dataclass(frozen=True)
 class SshTarget:
     """Where and how to log in. Frozen and hashable: it keys the connection cache.
 
@@ -76,6 +91,21 @@ class SshTarget:
     keepalive_interval: float = 30.0
     max_output_bytes: int = 256 << 20
     """A command's stdout past this raises ``BadOutput`` (setting ``MQIC_REMOTE_OUTPUT_MAX_BYTES``)."""
+    jumps: tuple[Hop, ...] = ()
+    """Jump hosts, in order. Each logs in with the target's key and is verified against its
+    ``known_hosts`` file, never trusted on first use."""
+
+    def hop(self, index: int) -> SshTarget:
+        """The target that jump host ``index`` is, reached through the hops before it."""
+        hop = self.jumps[index]
+        return dataclasses.replace(
+            self,
+            hostname=hop.hostname,
+            port=hop.port,
+            username=hop.username or self.username,
+            host_key=None,
+            jumps=self.jumps[:index],
+        )
 
     @property
     def host_key_name(self) -> str:
@@ -135,13 +165,19 @@ def _key_fingerprint(key: paramiko.PKey) -> str:
     return fingerprint(key.get_name(), key.get_base64())
 
 
-def scan_host_key(hostname: str, port: int = 22, timeout: float = 10.0) -> tuple[str, str, str]:
-    """Fetch the key a server offers, without logging in: ``(key_type, base64, fingerprint)``.
+def scan_host_key(target: SshTarget) -> tuple[str, str, str]:
+    """Fetch the key the target offers, without logging in to it: ``(key_type, base64, fingerprint)``;
+    through its jump hosts, which are logged in to and verified as for any connection.
 
     For a trust command: show the fingerprint to a human, store the key if they confirm.
     """
+    timeout = target.connect_timeout
+    hops: list[paramiko.SSHClient] = []
     try:
-        with socket.create_connection((hostname, port), timeout=timeout) as sock:
+        hops, channel = _route(target)
+        with contextlib.closing(
+            channel or socket.create_connection((target.hostname, target.port), timeout)
+        ) as sock:
             transport = paramiko.Transport(sock)
             try:
                 transport.banner_timeout = timeout
@@ -150,8 +186,76 @@ def scan_host_key(hostname: str, port: int = 22, timeout: float = 10.0) -> tuple
             finally:
                 transport.close()
     except NETWORK_ERRORS as error:
-        raise OutcomeUnknown(f"could not fetch the host key of {hostname}:{port}: {error}") from error
+        raise OutcomeUnknown(
+            f"could not fetch the host key of {target.hostname}:{target.port}: {error}"
+        ) from error
+    finally:
+        for hop in reversed(hops):
+            _hang_up(hop)
     return key.get_name(), key.get_base64(), _key_fingerprint(key)
+
+
+def _route(target: SshTarget) -> tuple[list[paramiko.SSHClient], paramiko.Channel | None]:
+    """Log in to each jump host in turn, through the one before; return those connections and a
+    channel from the last to the target (``None`` without jump hosts: connect directly)."""
+    hops: list[paramiko.SSHClient] = []
+    channel = None
+    try:
+        for index in range(len(target.jumps)):
+            hop = target.hop(index)
+            hops.append(_login(hop, channel))
+            following = target.jumps[index + 1] if index + 1 < len(target.jumps) else target
+            try:
+                channel = (
+                    hops[-1]
+                    .get_transport()
+                    .open_channel(
+                        "direct-tcpip",
+                        (following.hostname, following.port),
+                        ("127.0.0.1", 0),
+                        timeout=target.connect_timeout,
+                    )
+                )
+            except NETWORK_ERRORS as error:
+                onward = f"{following.hostname}:{following.port}"
+                raise OutcomeUnknown(
+                    f"jump host {hop.hostname}:{hop.port} could not reach {onward}: {error}"
+                ) from error
+    except BaseException:
+        for client in reversed(hops):
+            _hang_up(client)
+        raise
+    return hops, channel
+
+
+def _login(target: SshTarget, sock: paramiko.Channel | None) -> paramiko.SSHClient:
+    """One authenticated connection to ``target`` (over ``sock``: a channel through a jump host),
+    its key verified against what is trusted for it."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(_RefuseUnknownKey(target))
+    _load_trusted_keys(client.get_host_keys(), target)
+    try:
+        client.connect(
+            hostname=target.hostname,
+            port=target.port,
+            username=target.username or None,
+            key_filename=target.key_filename,
+            timeout=target.connect_timeout,
+            banner_timeout=target.connect_timeout,
+            auth_timeout=target.connect_timeout,
+            channel_timeout=target.connect_timeout,
+            allow_agent=False,
+            look_for_keys=target.key_filename is None,
+            sock=sock,
+        )
+    except BaseException as error:
+        client.close()
+        if not isinstance(error, NETWORK_ERRORS):
+            raise  # UnknownHostKey from our policy, or a programming error
+        raise _connect_error(target, error) from error
+    client.get_transport().set_keepalive(target.keepalive_interval)
+    _count("connections_opened")
+    return client
 
 
 class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
@@ -412,30 +516,16 @@ class SshTransport(tarstream.Uploads, download.Downloads):
             return self._client, True
 
     def _connect(self) -> paramiko.SSHClient:
-        target = self.target
-        client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(_RefuseUnknownKey(target))
-        _load_trusted_keys(client.get_host_keys(), target)
+        """The connection to the target, through its jump hosts if it has any; those connections
+        live and die with it (``_hang_up``)."""
+        hops, channel = _route(self.target)
         try:
-            client.connect(
-                hostname=target.hostname,
-                port=target.port,
-                username=target.username or None,
-                key_filename=target.key_filename,
-                timeout=target.connect_timeout,
-                banner_timeout=target.connect_timeout,
-                auth_timeout=target.connect_timeout,
-                channel_timeout=target.connect_timeout,
-                allow_agent=False,
-                look_for_keys=target.key_filename is None,
-            )
-        except BaseException as error:
-            client.close()
-            if not isinstance(error, NETWORK_ERRORS):
-                raise  # UnknownHostKey from our policy, or a programming error
-            raise _connect_error(target, error) from error
-        client.get_transport().set_keepalive(target.keepalive_interval)
-        _count("connections_opened")
+            client = _login(self.target, channel)
+        except BaseException:
+            for hop in reversed(hops):
+                _hang_up(hop)
+            raise
+        client.mqic_hops = hops
         return client
 
     def _drop(self, client: paramiko.SSHClient) -> None:
@@ -581,10 +671,12 @@ def _hang_up(client: paramiko.SSHClient) -> None:
     connection, and a budget of connections per host (``resources.contact``) would be exceeded by
     the next contact. Shutting the socket down first ends it at once."""
     transport = client.get_transport()
-    if transport is not None and transport.sock is not None:
+    if transport is not None and isinstance(transport.sock, socket.socket):
         with contextlib.suppress(OSError):  # already closed, or never connected
             transport.sock.shutdown(socket.SHUT_RDWR)
     client.close()
+    for hop in reversed(getattr(client, "mqic_hops", ())):  # the jump hosts it was reached through
+        _hang_up(hop)
 
 
 def _shown(command: str) -> str:
