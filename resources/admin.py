@@ -24,7 +24,16 @@ GROUP_COLOURS = {"available": "#2f9e44", "assigned": "#1971c2", "disabled": "#86
 
 # How a host is reached: whoever may change these runs commands as the HPC account (or reads
 # files of this machine as keys), so only superusers may.
-CONNECTION_FIELDS = ("hostname", "port", "username", "key_path", "known_hosts_path", "base_dir", "pueue_command")
+CONNECTION_FIELDS = (
+    "hostname",
+    "port",
+    "username",
+    "key_path",
+    "known_hosts_path",
+    "proxy_jump",
+    "base_dir",
+    "pueue_command",
+)
 
 
 def run_each(request, objects, operation) -> None:

@@ -24,7 +24,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -361,6 +361,44 @@ os.register_at_fork(after_in_child=_renew_locks_in_child)
 # -- the transport --------------------------------------------------------------------------
 
 
+class _SessionRefused(Exception):
+    """The server refused a new channel on a live connection (``MaxSessions``): nothing was run."""
+
+
+class _Sessions:
+    """The channels open on one connection, and how many the server allows at once.
+
+    A site may cap sessions per connection (``MaxSessions 1``). The cap is learned when the server
+    first refuses a channel while others are open: from then on a command waits for a channel to
+    close rather than opening one more, and nothing already running is disturbed.
+    """
+
+    def __init__(self):
+        self.open = 0
+        self.limit: int | None = None
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def held(self, wait: float) -> Iterator[None]:
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.limit is None or self.open < self.limit, timeout=wait):
+                raise OutcomeUnknown(f"no session free on the connection within {wait:.0f}s (nothing was run)")
+            self.open += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.open -= 1
+                self._changed.notify_all()
+
+    def refused(self) -> None:
+        """The server said no to one more while ``open - 1`` others are open: that is its cap."""
+        with self._changed:
+            if self.open <= 1:
+                raise OutcomeUnknown("the server refuses every session on this connection")
+            self.limit = self.open - 1
+
+
 class _ChannelBroken(Exception):
     """The channel or connection failed under a worker (as opposed to a local error)."""
 
@@ -462,6 +500,7 @@ class SshTransport(tarstream.Uploads, download.Downloads):
         self._client: paramiko.SSHClient | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._sessions = _Sessions()
 
     # -- public API ------------------------------------------------------------------
 
@@ -552,6 +591,8 @@ class SshTransport(tarstream.Uploads, download.Downloads):
             channel = client.get_transport().open_session(
                 window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE, timeout=self.target.connect_timeout
             )
+        except paramiko.ChannelException as error:  # refused, the connection still fine
+            raise _SessionRefused(str(error)) from error
         except NETWORK_ERRORS as error:
             self._drop(client)
             raise OutcomeUnknown(f"{self.target}: could not open a channel: {error}") from error
@@ -590,7 +631,18 @@ class SshTransport(tarstream.Uploads, download.Downloads):
         def unwrap(reader: _ChannelReader) -> Any:
             return stream(reader if collected else Unwrapped(reader, framed))
 
-        client, channel = self._open_channel()
+        wait = self.target.command_timeout if deadline is None else max(0.0, deadline - time.monotonic())
+        while True:
+            with self._sessions.held(wait):
+                try:
+                    client, channel = self._open_channel()
+                except _SessionRefused:
+                    self._sessions.refused()
+                    continue
+                return self._run_on(client, channel, command, framed, feed, unwrap, collected, deadline, progress)
+
+    def _run_on(self, client, channel, command, framed, feed, unwrap, collected, deadline, progress):
+        """The rest of ``_exchange``, on the channel it opened."""
         activity = _Activity()
         start = _Worker(lambda: _start(channel, framed, feed, _ChannelWriter(channel, activity, progress)))
         out = _Worker(lambda: unwrap(_ChannelReader(channel.recv, activity)))

@@ -35,10 +35,10 @@ GROUPS = ("gpu_a", "gpu_b")
 class Site:
     """One HPC host: its own sshd and sandbox pueued (pueue groups ``gpu_a``, ``gpu_b``, one task each)."""
 
-    def __init__(self, name: str, groups: tuple[str, ...] = GROUPS):
+    def __init__(self, name: str, groups: tuple[str, ...] = GROUPS, sshd_options: dict[str, str] | None = None):
         self.name, self.groups = name, groups
         self.sandbox = Sandbox(groups=dict.fromkeys(groups, 1))
-        self.server = SshServer().start()
+        self.server = SshServer(options=sshd_options).start()
         self.host: HpcHost | None = None
 
     def register(self, *, port: int | None = None, pueue: str | None = None, **fields) -> HpcHost:

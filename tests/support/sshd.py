@@ -84,8 +84,11 @@ class SshServer:
     that these directories come before the system directories.
     """
 
-    def __init__(self, path_dirs: list[Path] | None = None):
+    def __init__(self, path_dirs: list[Path] | None = None, options: dict[str, str] | None = None):
+        """``options``: sshd_config keywords that replace the defaults (a site's limits, such as
+        ``MaxSessions 1``)."""
         self.path_dirs = [Path(d) for d in path_dirs or []]
+        self.options = {"MaxStartups": "200", "MaxSessions": "200", **(options or {})}
         self.username = getpass.getuser()
         self.workdir: Path | None = None
         self.port = 0
@@ -130,8 +133,7 @@ class SshServer:
             "PermitRootLogin prohibit-password",
             "StrictModes no",
             "UsePAM no",
-            "MaxStartups 200",
-            "MaxSessions 200",
+            *(f"{keyword} {value}" for keyword, value in self.options.items()),
             "Subsystem sftp internal-sftp",
             f'SetEnv "PATH={self.remote_path()}"',
         ]
