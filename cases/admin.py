@@ -109,7 +109,7 @@ def error_cell(case: Case):
 def where_cell(case: Case):
     if case.gpu_group_id is None:
         return "-"
-    return f"{case.gpu_group.name} @ {case.gpu_group.host.name}"
+    return format_html("{} @ {}", case.gpu_group.name, case.gpu_group.host.name)
 
 
 def task_cell(case: Case):

@@ -36,7 +36,7 @@ from django.db import transaction
 
 from .models import GpuGroup, HpcHost
 from .services import group_name_for, reinstate_group, retire_groups
-from .validators import validate_proxy_jump, validate_pueue_command, validate_remote_base_dir
+from .validators import PUEUE_GROUP_NAME, validate_proxy_jump, validate_pueue_command, validate_remote_base_dir
 
 
 class ConfigError(ValueError):
@@ -65,7 +65,6 @@ class HostConfig:
 
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_PUEUE_GROUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _DEVICES = re.compile(r"[0-9]+(,[0-9]+)*|")
 _KEYS = {
     "hostname",
@@ -188,7 +187,7 @@ def _groups(value: object, problems: list[str]) -> tuple[GroupConfig, ...]:
             problems.append(f"gpu_groups: {item!r} is neither a name nor {{ name = ..., devices = ... }}")
             continue
         devices = entry.get("devices", "")
-        if not _PUEUE_GROUP.fullmatch(entry["name"]):
+        if not PUEUE_GROUP_NAME.fullmatch(entry["name"]):
             problems.append(f"gpu_groups: {entry['name']!r} is not a pueue group name (letters, digits, _ . -)")
         elif not isinstance(devices, str) or not _DEVICES.fullmatch(devices):
             problems.append(f'gpu_groups: devices of {entry["name"]} must look like "0,1"')

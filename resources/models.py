@@ -8,7 +8,7 @@ holder of a group is stored as an opaque owner id (the case's primary key).
 
 from django.db import models
 
-from .validators import validate_proxy_jump, validate_pueue_command, validate_remote_base_dir
+from .validators import validate_proxy_jump, validate_pueue_command, validate_pueue_group, validate_remote_base_dir
 
 
 class HpcHost(models.Model):
@@ -87,7 +87,7 @@ class GpuGroup(models.Model):
 
     name = models.SlugField(max_length=64, unique=True)
     host = models.ForeignKey(HpcHost, on_delete=models.PROTECT, related_name="gpu_groups")
-    pueue_group = models.CharField(max_length=64)
+    pueue_group = models.CharField(max_length=64, validators=[validate_pueue_group])
     devices = models.CharField(
         max_length=64, blank=True, help_text="CUDA_VISIBLE_DEVICES for jobs in this group, e.g. 0,1."
     )

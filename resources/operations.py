@@ -16,6 +16,7 @@ from .jobqueue import UnknownGroup
 from .models import GpuGroup, HpcHost
 from .remote.errors import ChangedHostKey, RemoteError
 from .services import group_name_for, release_group, set_blocked, set_enabled
+from .validators import PUEUE_GROUP_NAME
 
 Status = GpuGroup.Status
 
@@ -130,17 +131,21 @@ def sync_groups(host: HpcHost) -> Outcome:
     if link.failed:
         return refused(f"{host.name} did not answer: {link.error}", "error")
     known = {group.pueue_group: group for group in host.gpu_groups.all()}
+    refused_names = sorted(name for name in remote if not PUEUE_GROUP_NAME.fullmatch(name))
     created = [
         GpuGroup.objects.create(
             host=host, pueue_group=name, name=group_name_for(host, name), status=Status.DISABLED
         ).name
-        for name in sorted(remote.keys() - known.keys())
+        for name in sorted(remote.keys() - known.keys() - set(refused_names))
     ]
     blocked, unblocked = note_pueue_groups(host, set(remote))
     parts = [
         f"created (disabled) {', '.join(created)}" if created else "",
         f"blocked (gone from pueue) {', '.join(blocked)}" if blocked else "",
         f"unblocked {', '.join(unblocked)}" if unblocked else "",
+        f"ignored pueue groups whose names MQIC does not accept: {', '.join(map(repr, refused_names))}"
+        if refused_names
+        else "",
     ]
     summary = "; ".join(p for p in parts if p)
     if not summary:

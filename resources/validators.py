@@ -74,3 +74,15 @@ def parse_proxy_jump(value: str) -> list[tuple[str | None, str, int]]:
 
 def validate_proxy_jump(value: str) -> None:
     parse_proxy_jump(value)
+
+
+PUEUE_GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def validate_pueue_group(value: str) -> None:
+    """The one rule for a pueue group's name, wherever it comes from (the host file, the admin, or a
+    host's own ``pueue group`` list, which a job on the host can change): letters, digits, ``_ . -``."""
+    if not isinstance(value, str) or not PUEUE_GROUP_NAME.fullmatch(value):
+        raise ValidationError(
+            f"{value!r} is not a pueue group name MQIC accepts (letters, digits, _ . -; at most 64)"
+        )

@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 from cases.models import Case, CaseStatus
 from cases.services import intake, monitoring
 from console import notifications
-from resources.models import HpcHost
+from resources.models import GpuGroup, HpcHost
 from resources.services import lock_free_group
 from tests.factories import make_case, make_group, make_host
 from tests.support.cases import drop_case, running_case
@@ -203,3 +203,25 @@ def test_a_cancelled_task_is_history_and_its_results_download_only_with_the_perm
     assert viewer.goto(viewer.base + reverse("console:results", args=[case.pk])).status == 403
     file_url = viewer.base + reverse("console:result_file", args=[case.pk, "partial.txt"])
     assert viewer.request.get(file_url).status == 403
+
+
+HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
+
+
+def test_a_hostile_group_name_is_text_on_every_page_and_no_script_runs(console, settings):
+    """A job on the host could name a pueue group with HTML, and "Sync GPU groups" took the name as
+    it was: the case list's live "where" cell then ran it in every operator's browser. Now a name
+    from any source goes through one rule, every live fragment is escaped, and the policy forbids
+    inline script: a name that got into the database anyway (here written straight into it) is
+    shown as text, on the list and after its live update."""
+    settings.MQIC_LIVE_SECONDS = 1
+    group = make_group(name="gpu-x")
+    GpuGroup.objects.filter(pk=group.pk).update(name=HOSTILE)
+    make_case(S.RUNNING, name="victim", gpu_group=group, pueue_task_id=3)
+    console.goto(console.base + reverse("admin:cases_case_changelist"))
+    with console.expect_response(lambda r: "/live/cases/" in r.url):
+        pass
+    console.wait_for_timeout(1500)  # a second live update, swapped in with innerHTML
+    assert console.title() != "pwned"
+    expect(console.locator("#result_list")).to_contain_text(HOSTILE)
+    assert "script-src 'self'" in console.request.get(console.base + "/admin/").headers["content-security-policy"]

@@ -16,6 +16,7 @@ from django.core.management import call_command
 from cases.models import Case, CaseStatus
 from cases.services import intake, monitoring, passes, reconciliation, submission
 from console.selectors import overview
+from resources import operations
 from resources.config import ConfigError, check_host
 from resources.models import GpuGroup, HpcHost
 from tests.support.cases import drop_case
@@ -121,3 +122,15 @@ def test_a_tilde_in_the_pueue_command_is_refused_with_the_reason():
             where="test",
         )
     assert "'~' is not expanded" in str(refused.value) and "absolute path" in str(refused.value)
+
+
+def test_sync_takes_no_group_whose_name_breaks_the_rule(sshd, bare):
+    """A job runs as the HPC account and can add pueue groups: their names are data from outside."""
+    host = make_hpc_host(sshd, bare, groups=())
+    hostile = "gpu<img src=x onerror=alert(1)>"
+    bare.cli("group", "add", hostile)
+    bare.cli("group", "add", "gpu_c")
+    outcome = operations.sync_groups(host)
+    assert set(GpuGroup.objects.values_list("pueue_group", flat=True)) == {"default", "gpu_c"}
+    said = outcome.message
+    assert "ignored pueue groups whose names MQIC does not accept" in said and hostile in said

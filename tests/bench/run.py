@@ -32,6 +32,7 @@ SCENARIOS = {
     7: "finish",
     8: "hygiene_state",
     9: "lifecycle",
+    10: "far",
 }
 RESULTS = env.REPO / "bench-results"
 
