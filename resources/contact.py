@@ -14,7 +14,8 @@ recorded and is swallowed: callers read ``link.error`` instead of catching. A co
 of the host's ``MQIC_HOST_MAX_CONNECTIONS`` slots from its first call to its end, when its
 connection is closed (its lease renewed all along, a long transfer included): however many
 workers run, a login node never sees more connections at once. When every slot is taken the
-contact does not wait: ``HostBusy``, and the host is left for the next pass. ``for_each_host``
+contact does not wait: ``HostBusy``, and the host is left for the next pass. An operator's contact
+(``force``) never takes the first slot while there are others, so pages cannot starve the passes. ``for_each_host``
 runs a pass's hosts side by side, so that a slow or unreachable host delays no other. When the
 block ends, the host row gets one update: the time of a successful contact, or the failure (last
 error, consecutive failures, down since). After ``MQIC_HOST_FAILURES_BEFORE_BACKOFF`` failures
@@ -111,7 +112,7 @@ class Link:
                 f"{host.down_since:%Y-%m-%d %H:%M:%S}); not contacted again before {host.next_try_at:%H:%M:%S}"
             )
         if self.slot is None:
-            self.slot = take_slot(host)
+            self.slot = take_slot(host, leave_one=self.force)
             if self.slot is None:
                 limit = settings.MQIC_HOST_MAX_CONNECTIONS
                 raise HostBusy(f"{host.name}: all {limit} connection slots are in use by other workers")
@@ -168,17 +169,22 @@ def contact(host: HpcHost, *, force: bool = False) -> Iterator[Link]:
             record_success(host)
 
 
-def take_slot(host: HpcHost) -> int | None:
+def take_slot(host: HpcHost, *, leave_one: bool = False) -> int | None:
     """One free connection slot of ``host`` for this thread; ``None`` when all are taken.
 
     A slot is free when its lease ran out, or at once when it is held by a process of this node
-    that is gone (a worker killed mid-pass): no waiting for its lease after a local crash.
+    that is gone (a worker killed mid-pass): no waiting for its lease after a local crash. With
+    ``leave_one`` (an operator's contact: pages, buttons), slot 0 is never taken when there are
+    more: however many pages follow logs, the passes keep a connection of their own.
     """
     now, limit = timezone.now(), settings.MQIC_HOST_MAX_CONNECTIONS
     HostSlot.objects.bulk_create(
         [HostSlot(host=host, number=n, expires_at=now) for n in range(limit)], ignore_conflicts=True
     )
-    slots = HostSlot.objects.filter(host=host, number__lt=limit).values_list("number", "holder", "expires_at")
+    lowest = 1 if leave_one and limit > 1 else 0
+    slots = HostSlot.objects.filter(host=host, number__lt=limit, number__gte=lowest).values_list(
+        "number", "holder", "expires_at"
+    )
     for number, holder, expires in slots:
         if expires > now and not _dead_here(holder):
             continue

@@ -130,9 +130,6 @@ class JobQueue:
             self._call(self._client.remove, removed)
         return {"killed": killed, "removed": removed}
 
-    def log(self, task_id: int, lines: int) -> str:
-        return self._call(self._client.log, task_id, lines)
-
     # -- groups ---------------------------------------------------------------------------------
 
     def groups(self) -> dict[str, PueueGroup]:
@@ -187,6 +184,20 @@ class JobQueue:
             limits=result_limits(),
             progress=progress,
         )
+
+    def tail(self, path: str, max_bytes: int) -> str | None:
+        """The last ``max_bytes`` bytes of a file on the host (``None``: no such file), read there
+        with ``tail -c``: however much a job printed, no more than that crosses the link or is held
+        here (a followed log is asked for every few seconds by every open page)."""
+        quoted = shlex.quote(path)
+        script = f"if [ -f {quoted} ]; then echo file; tail -c {int(max_bytes)} -- {quoted}; else echo none; fi"
+        result = self._call(self.transport.run, script)
+        first, _, rest = result.check(script).stdout.partition("\n")
+        if first not in ("file", "none") or len(rest) > max_bytes:
+            error = BadOutput(f"unexpected answer reading the end of {path}: {result.stdout[:100]!r}")
+            self._observe(error)
+            raise error
+        return rest if first == "file" else None
 
     def read_small_files(self, paths: list[str]) -> dict[str, str | None]:
         """The first line of each file (``None``: no such file), all in one round trip."""

@@ -112,3 +112,28 @@ def test_a_200_mb_log_adds_little_to_the_resident_memory_of_the_process_reading_
     added_kib, lines = map(int, done.stdout.split())
     assert lines == 50
     assert added_kib * 1024 < 64 * MB, f"the tail added {added_kib} KiB of resident memory"
+
+
+def test_following_a_log_reads_a_bounded_end_whatever_the_job_prints(hpc, sandbox, mqic_dirs):
+    """One look at a followed log of a job that printed 60 lines of 1 MB each: the old way read
+    pueue's log of 200 lines whole (up to 256 MB per look, per open page, every few seconds); now
+    ``tail -c`` on the host sends the last MB at most."""
+    from cases.models import Case
+    from cases.services import intake, submission
+    from cases.services.logs import TAIL_MAX_BYTES, fetch_log_tail
+    from tests.support.cases import drop_case
+    from tests.support.system import wait_for
+
+    script = (
+        "i=0; while [ $i -lt 60 ]; do head -c 1048576 /dev/zero | tr '\\0' x; echo; i=$((i+1)); done; sleep 30\n"
+    )
+    drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "loud", script)
+    intake.scan()
+    submission.submit_pass()
+    case = Case.objects.select_related("gpu_group__host").get(name="loud")
+    log = Path(case.remote_dir) / JOB_LOG
+    wait_for(lambda: log.exists() and log.stat().st_size >= 60 * (MB + 1), 60, "the job's output")
+    tail, peak = traced_peak(lambda: fetch_log_tail(case, lines=200))
+    assert not tail.error and tail.text.endswith("x" * 1000)
+    assert len(tail.text) <= TAIL_MAX_BYTES
+    assert peak < 8 * MB, f"one look held {peak / MB:.0f} MB"

@@ -82,3 +82,15 @@ def test_workers_and_an_operator_following_a_log_stay_within_a_strict_sites_limi
         assert_settled([site], dict.fromkeys(names, S.COMPLETED))
     finally:
         site.cleanup()
+
+
+@pytest.mark.django_db
+def test_pages_never_take_the_connection_the_passes_keep(hpc, settings):
+    """Open pages following logs are operator contacts: with two connections per host they share
+    one, and a pass still finds the other free."""
+    from resources.contact import take_slot
+
+    settings.MQIC_HOST_MAX_CONNECTIONS = 2
+    assert take_slot(hpc, leave_one=True) == 1
+    assert take_slot(hpc, leave_one=True) is None, "a second page waits for its turn"
+    assert take_slot(hpc) == 0, "the pass gets its connection"
