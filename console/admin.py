@@ -6,6 +6,7 @@ worker. So for everyone but superusers django-q2's pages are read-only, without 
 """
 
 from django.contrib import admin
+from django.utils import timezone
 
 from .models import Notification
 
@@ -44,10 +45,14 @@ class NotificationAdmin(admin.ModelAdmin):
     @admin.display(description="delivery")
     def delivery(self, row):
         parts = []
-        if row.mailed_at or row.mail_error:
-            parts.append("mail failed: " + row.mail_error if row.mail_error else "mailed")
-        if row.posted_at or row.webhook_error:
-            parts.append("webhook failed: " + row.webhook_error if row.webhook_error else "posted")
+        for channel, state, error in (
+            ("mail", row.mail_state, row.mail_error),
+            ("webhook", row.webhook_state, row.webhook_error),
+        ):
+            if state != Notification.State.OFF:
+                parts.append(f"{channel} {Notification.State(state).label}" + (f": {error}" if error else ""))
+        if row.next_try_at:
+            parts.append(f"next try {timezone.localtime(row.next_try_at):%H:%M:%S}")
         return "; ".join(parts) or "-"
 
     def has_add_permission(self, request):

@@ -6,13 +6,22 @@ from cases.models import Case
 
 
 class Notification(models.Model):
-    """One event announced to the operators (a failed or stuck case, a host down or back).
+    """One event announced to the operators (a failed or stuck case, a host down or back): an
+    outbox row, written in the same transaction as what it announces, delivered later.
 
     ``key`` names the event, not the pass that saw it: every worker of every node that sees the
-    same event tries to insert the same key, one wins, and only the winner sends. What the mail
-    and the webhook answered is kept here, so a failed delivery is visible, never an exception
-    in a pass.
+    same event tries to insert the same key, and one wins. Each channel (mail, webhook) is
+    ``pending`` until delivered (``sent``) or given up (``failed``: a permanent refusal, or too
+    many tries); ``next_try_at`` says when the delivery task takes the row next (none: nothing
+    left to do). What the mail server and the webhook answered is kept here, so a failed delivery
+    is visible, never an exception in a pass.
     """
+
+    class State(models.TextChoices):
+        OFF = "off", "not configured"
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed", "given up"
 
     key = models.CharField(max_length=200, unique=True)
     event = models.CharField(max_length=32, db_index=True)
@@ -24,6 +33,11 @@ class Notification(models.Model):
     mail_error = models.TextField(blank=True)
     posted_at = models.DateTimeField(null=True, blank=True)
     webhook_error = models.TextField(blank=True)
+    payload = models.JSONField(default=dict, help_text="The webhook's JSON body, with the event's stable id.")
+    mail_state = models.CharField(max_length=8, choices=State.choices, default=State.OFF)
+    webhook_state = models.CharField(max_length=8, choices=State.choices, default=State.OFF)
+    tries = models.PositiveSmallIntegerField(default=0)
+    next_try_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]

@@ -2,12 +2,13 @@
 
 Each event is announced once, however many passes, workers and nodes see it: ``announce``
 inserts a ``Notification`` whose unique ``key`` names the event (the failure's event row, the
-lease that ran out, the outage's start), and only the worker whose insert wins sends it. It
-runs after the commit of what it announces (``transaction.on_commit``), so nothing is said
-about a change that was rolled back. Mail goes through Django's mail settings to
-``MQIC_NOTIFY_EMAILS``; the webhook gets one JSON POST per event (``MQIC_NOTIFY_WEBHOOK``, e.g.
-a Slack or Mattermost incoming webhook, which shows its ``text``). A failed delivery is written
-on the row and logged; it never reaches the pass that caused it.
+lease that ran out, the outage's start); a second insert of the same key does nothing. The row is
+an outbox: it is written in the same transaction as what it announces (a change rolled back is
+never announced, and one committed always is), and it holds everything its delivery needs.
+``console.delivery`` sends it later, from a django-q2 task enqueued once the row is committed and
+after each pass while rows are due: mail through Django's mail settings to
+``MQIC_NOTIFY_EMAILS``, one JSON POST to ``MQIC_NOTIFY_WEBHOOK`` (e.g. a Slack or Mattermost
+incoming webhook, which shows its ``text``). No pass or request waits for either.
 
 The receivers listen to what the other apps already say, so ``cases`` and ``resources`` know
 nothing about notifications: a ``CaseEvent`` that moves a case to ``failed``, a ``PassRun``
@@ -16,17 +17,15 @@ saved (then stuck cases are looked for), and ``resources.contact``'s ``host_down
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.error
-import urllib.request
+import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from cases.models import Case, CaseEvent, CaseStatus
 from cases.selectors import stuck_cases
@@ -49,8 +48,10 @@ class Event:
     host: HpcHost | None = None
 
     def payload(self) -> dict:
-        """The webhook's JSON: ``text`` for chat webhooks, the fields for anything else."""
+        """The webhook's JSON: ``text`` for chat webhooks, the fields for anything else, and the
+        event's ``id``, the same at every delivery of it (a receiver drops what it has seen)."""
         body = {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"mqic:{self.key}")),
             "event": self.event,
             "reason": self.reason,
             "url": self.url,
@@ -133,11 +134,13 @@ def host_up(host: HpcHost, down_since) -> Event:
     )
 
 
-# -- sending once ---------------------------------------------------------------------------
+# -- the outbox -----------------------------------------------------------------------------
 
 
 def announce(event: Event) -> Notification | None:
-    """Record the event and send it, unless another worker already did (then ``None``)."""
+    """Write the event into the outbox, in the caller's transaction, unless it is there already
+    (then ``None``); its delivery is enqueued for when that transaction commits."""
+    state = Notification.State
     try:
         with transaction.atomic():
             row = Notification.objects.create(
@@ -146,63 +149,34 @@ def announce(event: Event) -> Notification | None:
                 subject=event.subject[:300],
                 reason=event.reason,
                 url=event.url,
+                payload=event.payload(),
+                mail_state=state.PENDING if settings.MQIC_NOTIFY_EMAILS else state.OFF,
+                webhook_state=state.PENDING if settings.MQIC_NOTIFY_WEBHOOK else state.OFF,
+                next_try_at=timezone.now(),
             )
     except IntegrityError:
         return None
-    _mail(row, event)
-    _post(row, event)
+    transaction.on_commit(enqueue_delivery)
     return row
 
 
-def _mail(row: Notification, event: Event) -> None:
-    if not settings.MQIC_NOTIFY_EMAILS:
-        return
-    body = f"{event.subject}\n\nWhy: {event.reason}\n\nSee: {event.url}\n"
+def enqueue_delivery() -> None:
+    """Have the cluster deliver what is due; a task that finds nothing due does nothing."""
     try:
-        send_mail(f"[MQIC] {event.subject}", body, None, settings.MQIC_NOTIFY_EMAILS)
-    except Exception as error:
-        log.warning("notification %s: mail failed: %s", row.key, error)
-        Notification.objects.filter(pk=row.pk).update(mail_error=f"{type(error).__name__}: {error}"[:2000])
-        return
-    Notification.objects.filter(pk=row.pk).update(mailed_at=timezone.now())
+        async_task("console.tasks.deliver_notifications", task_name="mqic notifications")
+    except Exception:  # the broker is down: the next pass enqueues it again
+        log.exception("notification delivery not enqueued")
 
 
-def _post(row: Notification, event: Event) -> None:
-    url = settings.MQIC_NOTIFY_WEBHOOK
-    if not url:
-        return
-    if not url.startswith(("http://", "https://")):
-        Notification.objects.filter(pk=row.pk).update(webhook_error="MQIC_NOTIFY_WEBHOOK is no http(s) URL")
-        return
-    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
-        url,
-        data=json.dumps(event.payload()).encode(),
-        headers={"Content-Type": "application/json", "User-Agent": "MQIC notifications"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=settings.MQIC_NOTIFY_TIMEOUT) as answer:  # noqa: S310
-            answer.read(1 << 16)
-    except (OSError, urllib.error.URLError, ValueError) as error:
-        log.warning("notification %s: webhook failed: %s", row.key, error)
-        Notification.objects.filter(pk=row.pk).update(webhook_error=f"{type(error).__name__}: {error}"[:2000])
-        return
-    Notification.objects.filter(pk=row.pk).update(posted_at=timezone.now())
-
-
-def after_commit(make_event, *args) -> None:
-    """Announce what ``make_event(*args)`` describes once the current transaction commits; any error
-    is logged, never raised (the caller is a pass)."""
+def guarded(make_event, *args) -> None:
+    """Announce what ``make_event(*args)`` describes, in the caller's transaction; an error is
+    logged, never raised (the caller is a pass or a status change)."""
     if not enabled():
         return
-
-    def send():
-        try:
-            announce(make_event(*args))
-        except Exception:  # a notification never breaks what it announces
-            log.exception("notification not sent")
-
-    transaction.on_commit(send)
+    try:
+        announce(make_event(*args))
+    except Exception:  # a notification never breaks what it announces
+        log.exception("notification not written")
 
 
 # -- the receivers (connected in ``ConsoleConfig.ready``) -----------------------------------------
@@ -210,13 +184,16 @@ def after_commit(make_event, *args) -> None:
 
 def on_case_event(sender, instance: CaseEvent, created: bool, **kwargs) -> None:
     if created and instance.to_status == CaseStatus.FAILED:
-        after_commit(case_failed, instance)
+        guarded(case_failed, instance)
 
 
 def on_pass_run(sender, instance, created: bool, **kwargs) -> None:
-    """After each recorded pass, announce the cases stuck past their lease (each lease once)."""
+    """After each recorded pass, announce the cases stuck past their lease (each lease once), and
+    have what is due delivered (a retry, or a row whose worker died before enqueueing it)."""
     if created and enabled():
         transaction.on_commit(announce_stuck)
+        if Notification.objects.filter(next_try_at__lte=timezone.now()).exists():
+            transaction.on_commit(enqueue_delivery)
 
 
 STUCK_PER_PASS = 100
@@ -236,8 +213,8 @@ def announce_stuck() -> None:
 
 
 def on_host_down(sender, host: HpcHost, reason: str, **kwargs) -> None:
-    after_commit(host_down, host, reason)
+    guarded(host_down, host, reason)
 
 
 def on_host_up(sender, host: HpcHost, down_since=None, **kwargs) -> None:
-    after_commit(host_up, host, down_since)
+    guarded(host_up, host, down_since)

@@ -264,6 +264,8 @@ MQIC_PUBLIC_URL = (
 MQIC_NOTIFY_EMAILS = env_list("MQIC_NOTIFY_EMAILS")
 MQIC_NOTIFY_WEBHOOK = os.environ.get("MQIC_NOTIFY_WEBHOOK", "")
 MQIC_NOTIFY_TIMEOUT = float(os.environ.get("MQIC_NOTIFY_TIMEOUT", "5"))
+# A webhook must be https: a notification names cases and hosts. http only when said so.
+MQIC_NOTIFY_ALLOW_HTTP = env_bool("MQIC_NOTIFY_ALLOW_HTTP", False)
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
 EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")

@@ -1,6 +1,7 @@
 """Notifications of failed and stuck cases and of hosts going down and coming back, received by a
 real SMTP server (aiosmtpd) and a real HTTP server on 127.0.0.1: once per event, with what, why
-and a link; a failed delivery is recorded and never breaks what it announces."""
+and a link, from the outbox (``console.delivery``), never from the pass; a failed delivery is
+recorded, retried with back-off when it may pass, and never breaks what it announces."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from django.utils import timezone
 from cases.models import Case, CaseEvent, CaseStatus, PassRun
 from cases.services.lifecycle import fail
 from cases.services.transitions import transition
-from console import notifications
+from console import delivery, notifications
 from console.models import Notification
 from resources.contact import contact, retry_now
 from resources.services import lock_free_group
@@ -56,10 +57,12 @@ def mailbox():
 
 
 class Receiver:
-    """A local HTTP server keeping every JSON body posted to it; ``status`` is what it answers."""
+    """A local HTTP server keeping every JSON body posted to it (and its event id header);
+    ``status`` is what it answers."""
 
     def __init__(self):
         self.posts: list[dict] = []
+        self.ids: list[str] = []
         self.status = 200
         receiver = self
 
@@ -67,7 +70,10 @@ class Receiver:
             def do_POST(self):
                 length = int(self.headers["Content-Length"])
                 receiver.posts.append(json.loads(self.rfile.read(length)))
+                receiver.ids.append(self.headers.get(delivery.HEADER, ""))
                 self.send_response(receiver.status)
+                if 300 <= receiver.status < 400:
+                    self.send_header("Location", receiver.url + "/elsewhere")
                 self.end_headers()
 
             def log_message(self, *args):
@@ -98,8 +104,14 @@ def notify(settings, mailbox, receiver):
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
     settings.MQIC_NOTIFY_EMAILS = ["ops@example.org", "oncall@example.org"]
     settings.MQIC_NOTIFY_WEBHOOK = receiver.url
+    settings.MQIC_NOTIFY_ALLOW_HTTP = True  # the local receiver speaks plain http
     settings.MQIC_PUBLIC_URL = "https://mqic.example.org"
     return box, receiver
+
+
+def delivered(**kwargs) -> int:
+    """What the delivery task does when the cluster runs it."""
+    return delivery.deliver_due(**kwargs)
 
 
 def running_case(name="sim-7"):
@@ -118,6 +130,8 @@ def test_a_failed_case_is_mailed_and_posted_once_with_why_and_a_link(notify):
     case = running_case()
     assert fail(case, "job failed with exit code 3")
     url = f"https://mqic.example.org/admin/cases/case/{case.pk}/change/"
+    assert box.messages == [] and receiver.posts == [], "the pass never waits for a delivery"
+    assert delivered() == 1
 
     assert len(box.messages) == 1
     recipients, mail = box.messages[0]
@@ -130,13 +144,16 @@ def test_a_failed_case_is_mailed_and_posted_once_with_why_and_a_link(notify):
     assert post["event"] == "case_failed" and post["reason"] == "job failed with exit code 3"
     assert post["case"] == {"id": case.pk, "name": "sim-7", "status": "failed"} and post["url"] == url
     assert "sim-7" in post["text"]
+    assert receiver.ids == [post["id"]] and mail[delivery.HEADER] == post["id"], "one stable event id"
 
     # Another worker (or the next pass) seeing the same failure sends nothing more.
     event = CaseEvent.objects.get(case=case, to_status=S.FAILED)
     assert notifications.announce(notifications.case_failed(event)) is None
+    assert delivered() == 0
     assert len(box.messages) == 1 and len(receiver.posts) == 1
     row = Notification.objects.get()
     assert row.mailed_at and row.posted_at and not row.mail_error and not row.webhook_error
+    assert (row.mail_state, row.webhook_state, row.next_try_at) == ("sent", "sent", None)
 
 
 def test_a_failure_rolled_back_is_never_announced(notify):
@@ -163,6 +180,7 @@ def test_a_stuck_case_is_announced_once_per_lease_however_many_passes_see_it(not
 
     for _ in range(3):
         a_pass()
+    delivered()
     assert [p["event"] for p in receiver.posts] == ["case_stuck"]
     assert "lease ran out" in receiver.posts[0]["reason"] and receiver.posts[0]["case"]["name"] == "stuck-one"
     assert len(box.messages) == 1
@@ -171,6 +189,7 @@ def test_a_stuck_case_is_announced_once_per_lease_however_many_passes_see_it(not
     Case.objects.filter(pk=case.pk).update(lease_generation=case.lease_generation + 1, lease_expires_at=expired)
     a_pass()
     a_pass()
+    delivered()
     assert [p["event"] for p in receiver.posts] == ["case_stuck", "case_stuck"]
 
 
@@ -181,6 +200,7 @@ def test_a_host_going_down_and_coming_back_is_announced_once_each(notify, hpc, s
         with contact(hpc) as link:
             link.queue.state()
         assert link.failed
+    delivered()
     assert [p["event"] for p in receiver.posts] == ["host_down"]
     down = receiver.posts[0]
     assert down["host"]["name"] == "sshd" and "failed contacts in a row" in down["reason"]
@@ -193,6 +213,7 @@ def test_a_host_going_down_and_coming_back_is_announced_once_each(notify, hpc, s
         with contact(hpc) as link:
             link.queue.state()
         assert not link.failed
+    delivered()
     assert [p["event"] for p in receiver.posts] == ["host_down", "host_up"]
     assert "answers again (down since" in receiver.posts[1]["reason"]
 
@@ -204,10 +225,20 @@ def test_delivery_failures_are_recorded_and_never_break_what_they_announce(notif
     case = running_case()
     assert fail(case, "job failed with exit code 1")
     assert Case.objects.get(pk=case.pk).status == S.FAILED
+    delivered()
     row = Notification.objects.get()
-    assert "HTTP Error 500" in row.webhook_error and row.posted_at is None
+    assert "HTTP 500" in row.webhook_error and row.posted_at is None
     assert "Connection refused" in row.mail_error or "Errno 111" in row.mail_error
-    assert row.mailed_at is None
+    assert row.mailed_at is None and (row.mail_state, row.webhook_state) == ("pending", "pending")
+    soon = timezone.now() + timedelta(minutes=1)
+    assert timezone.now() < row.next_try_at <= soon, "the first retry within a minute"
+
+    receiver.status = 200
+    assert delivered() == 0, "not due yet"
+    assert delivered(now=row.next_try_at) == 1
+    row.refresh_from_db()
+    assert row.webhook_state == "sent" and row.tries == 2 and len(receiver.posts) == 2
+    assert receiver.posts[0]["id"] == receiver.posts[1]["id"], "the same event id at every try"
 
 
 def test_nothing_is_sent_or_recorded_when_no_address_is_set(settings, receiver):
@@ -244,4 +275,84 @@ def test_workers_racing_on_one_event_send_it_once(notify):
     for thread in threads:
         thread.join()
     assert sum(r is not None for r in results) == 1
+    delivered()
     assert [p["reason"] for p in receiver.posts] == ["seen by several workers"]
+
+
+class Trickle:
+    """A webhook that reads the request, then answers one byte a second (a slow or hostile peer)."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/hook"
+        self.stop = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while not self.stop.is_set():
+            try:
+                peer, _ = self.server.accept()
+            except OSError:
+                return
+            with peer:
+                peer.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                    if self.stop.wait(1):
+                        return
+                    try:
+                        peer.sendall(bytes([byte]))
+                    except OSError:
+                        break
+
+    def close(self):
+        self.stop.set()
+        self.server.close()
+
+
+def test_a_webhook_that_trickles_is_cut_off_at_the_deadline_and_tried_again(notify, settings):
+    """One byte a second: each read is within the socket timeout, so only a total deadline ends it
+    (the old delivery held the pass for 20 s and more with the timeout at 2 s)."""
+    trickle = Trickle()
+    try:
+        settings.MQIC_NOTIFY_EMAILS, settings.MQIC_NOTIFY_WEBHOOK = [], trickle.url
+        settings.MQIC_NOTIFY_TIMEOUT = 1
+        assert fail(running_case(), "job failed with exit code 2")
+        assert delivered() == 1
+        row = Notification.objects.get()
+        assert row.webhook_state == "pending" and "no answer within 1 s" in row.webhook_error
+        assert row.next_try_at is not None
+    finally:
+        trickle.close()
+
+
+def test_redirects_are_not_followed_and_http_needs_saying_so(notify, settings):
+    _box, receiver = notify
+    settings.MQIC_NOTIFY_EMAILS = []
+    receiver.status = 302
+    assert fail(running_case("a"), "job failed with exit code 1")
+    delivered()
+    row = Notification.objects.get()
+    assert (row.webhook_state, row.next_try_at) == ("failed", None), "a redirect is a permanent refusal"
+    assert "redirects are not followed" in row.webhook_error and len(receiver.posts) == 1
+
+    settings.MQIC_NOTIFY_ALLOW_HTTP = False
+    receiver.status = 200
+    assert fail(running_case("b"), "job failed with exit code 1")
+    delivered()
+    row = Notification.objects.get(subject="case b failed")
+    assert row.webhook_state == "failed" and "must be an https URL" in row.webhook_error
+    assert len(receiver.posts) == 1, "nothing was sent in the clear"
+
+
+def test_a_worker_that_dies_while_delivering_leaves_the_event_to_the_next(notify, monkeypatch):
+    """At least once: the row is taken (its next try moved on) and the worker dies before sending;
+    once that lease is over, the next delivery sends it."""
+    _box, receiver = notify
+    assert fail(running_case(), "job failed with exit code 4")
+    monkeypatch.setattr(delivery, "deliver", lambda row: None)  # died right after taking the row
+    assert delivered() == 1
+    monkeypatch.undo()
+    assert delivered() == 0 and receiver.posts == [], "taken: not due until its lease is over"
+    later = Notification.objects.get().next_try_at
+    assert delivered(now=later) == 1
+    assert [p["reason"] for p in receiver.posts] == ["job failed with exit code 4"]
