@@ -10,6 +10,8 @@ descriptor per level, and no deeper than ``MAX_DEPTH`` levels, the depth results
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import os
 import stat
@@ -24,7 +26,7 @@ from django.conf import settings
 
 from cases.models import Case
 from cases.services.jobs import JOB_LOG, results_dir
-from resources.remote.untar import MAX_DEPTH
+from resources.remote.untar import MAX_DEPTH, shown
 
 CHUNK = 256 << 10
 LISTED_MAX = 5000
@@ -40,11 +42,36 @@ class NotServed(Exception):
 @dataclass(frozen=True)
 class Entry:
     path: str
-    """Relative to the results folder, with ``/``."""
+    """Relative to the results folder, with ``/``; a name that is not UTF-8 keeps its bytes as
+    surrogates (``os.fsdecode``), for opening it, never for showing it."""
     kind: str
     """"file", "folder", "link" or "other" (links and others are listed, never served)."""
     size: int
     modified: datetime
+
+    @property
+    def shown(self) -> str:
+        """The path as text a page can hold: odd bytes as ``\\xNN``, controls escaped."""
+        return shown(self.path, limit=10_000)
+
+    @property
+    def plain(self) -> bool:
+        """Whether the path is text as it is (valid UTF-8, printable): then it can be its own URL."""
+        return self.shown == self.path
+
+    @property
+    def token(self) -> str:
+        """The path's bytes in base64url: how a page names any file, whatever bytes its name has."""
+        return base64.urlsafe_b64encode(os.fsencode(self.path)).decode().rstrip("=")
+
+
+def path_of(token: str) -> str:
+    """The path an ``Entry.token`` names (``NotServed`` for one that names none)."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (ValueError, binascii.Error) as error:
+        raise NotServed("not a file of this case") from error
+    return os.fsdecode(raw)
 
 
 @dataclass

@@ -18,6 +18,7 @@ urlpatterns = [
     path("cases/<int:pk>/results/", page(views.ResultsView), name="results"),
     path("cases/<int:pk>/results/archive/", page(views.ResultArchive), name="results_archive"),
     path("cases/<int:pk>/results/file/<path:path>", page(views.ResultFile), name="result_file"),
+    path("cases/<int:pk>/results/raw/<str:token>", page(views.ResultFile), name="result_raw"),
     path("live/overview/", page(views.LiveOverview), name="live_overview"),
     path("live/cases/", page(views.LiveCases), name="live_cases"),
     path("live/cases/<int:pk>/", page(views.LiveCase), name="live_case"),

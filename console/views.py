@@ -22,6 +22,7 @@ from cases.services.jobs import JOB_LOG
 from cases.services.logs import fetch_log_tail
 from mqic_site.admin_ui import AdminPage, log_outcome, show
 from resources.models import HpcHost
+from resources.remote.untar import shown
 
 from . import live, results
 from .remote import remote_state
@@ -149,15 +150,17 @@ class ResultFile(View):
     """One regular file of the results, as an attachment (never rendered on the console's origin:
     a job may have written HTML); the job log is shown as plain text."""
 
-    def get(self, request, pk, path):
+    def get(self, request, pk, path=None, token=None):
+        """By its path, or by ``token`` (its bytes, for a name that is not text: see ``Entry``)."""
         if not request.user.has_perm("console.view_results"):
             raise PermissionDenied
         case = get_object_or_404(Case, pk=pk)
         try:
+            path = results.path_of(token) if token is not None else path
             file = results.open_file(case, path)
         except results.NotServed as problem:
             raise Http404(str(problem)) from problem
-        name = path.rpartition("/")[2]
+        name = shown(path.rpartition("/")[2], limit=255)
         if path == JOB_LOG and request.GET.get("download") is None:
             return FileResponse(file, content_type="text/plain; charset=utf-8", filename=name)
         return FileResponse(file, as_attachment=True, filename=name, content_type="application/octet-stream")

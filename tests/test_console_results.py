@@ -172,3 +172,22 @@ def test_a_folder_thousands_of_levels_deep_is_listed_and_archived_to_max_depth(r
     ) as archive:
         names = archive.getnames()
     assert max(name.count("/") for name in names) == MAX_DEPTH + 1 and len(names) == MAX_DEPTH + 2
+
+
+def test_a_file_whose_name_is_not_text_is_listed_and_served(reader, mqic_dirs):
+    """A job can name a file with any bytes; the page showed a 500 for one that is not UTF-8."""
+    case = make_case(S.COMPLETED, name="odd names")
+    folder = mqic_dirs.MQIC_RESULTS_DIR / case.name
+    folder.mkdir(parents=True)
+    raw = os.path.join(os.fsencode(folder), b"caf\xe9\n.txt")
+    with open(raw, "wb") as file:
+        file.write(b"latin-1 and a newline\n")
+    page = reader.get(reverse("console:results", args=[case.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "caf\\xe9\\n.txt" in html, "shown as text, its odd bytes escaped"
+    token = next(e.token for e in page.context["listing"].entries)
+    assert reverse("console:result_raw", args=[case.pk, token]) in html
+    served = reader.get(reverse("console:result_raw", args=[case.pk, token]))
+    assert served.status_code == 200 and b"".join(served.streaming_content) == b"latin-1 and a newline\n"
+    assert reader.get(reverse("console:result_raw", args=[case.pk, "Li4"])).status_code == 404  # ".."

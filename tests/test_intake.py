@@ -123,3 +123,18 @@ def test_two_scanners_at_once_never_duplicate(inbox):
         t.join()
     assert sorted(name for r in results for name in r) == sorted(f"case{n}" for n in range(30))
     assert Case.objects.count() == 30
+
+
+def test_a_folder_name_with_control_characters_is_rejected_with_the_reason(tmp_path, settings, db):
+    """A newline in a name silently dropped the case's notification mail (a header is one line)."""
+    from cases.models import Case, CaseStatus
+    from cases.services import intake
+
+    settings.MQIC_NEW_CASES_DIR = tmp_path
+    for name in ("two\nlines", "right\u202eto-left"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.sh").write_text("echo hi\n")
+    intake.scan()
+    rejected = Case.objects.filter(status=CaseStatus.REJECTED)
+    assert rejected.count() == 2
+    assert all("control characters" in case.last_error for case in rejected)

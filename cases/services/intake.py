@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,10 @@ def register(
     return case
 
 
+CONTROL = {"Cc", "Cf", "Zl", "Zp"}
+"""Unicode categories no case name may hold: they break mail headers and hide what a name says."""
+
+
 def validate(entry: os.DirEntry) -> tuple[str | None, Placement]:
     """Why this folder is not a valid case (``None`` when it is), and where it asks to run.
 
@@ -123,6 +128,9 @@ def validate(entry: os.DirEntry) -> tuple[str | None, Placement]:
         return "the folder name is not valid UTF-8 and cannot be stored; rename it", ANYWHERE
     if len(os.fsencode(entry.name)) > 255:
         return "the folder name is longer than 255 bytes", ANYWHERE
+    if any(unicodedata.category(c) in CONTROL for c in entry.name):
+        why = "the folder name holds control characters (a newline, a tab, a direction mark...); rename it"
+        return why, ANYWHERE
     if entry.is_symlink():
         return "the case folder is a symbolic link; copy the folder itself into the inbox", ANYWHERE
     if not entry.is_dir():
