@@ -188,6 +188,8 @@ MQIC_HPC_NAME = os.environ.get("MQIC_HPC_NAME", "hpc")
 # How MQIC reaches that host: "ssh" (a login node), or "local": pueue on this machine, the
 # demo's local HPC (`make run` sets it). A deployment choice, never an admin edit.
 MQIC_HPC_TRANSPORT = os.environ.get("MQIC_HPC_TRANSPORT", "ssh")
+# transport = "local" runs jobs as MQIC's own user on this machine: the demo's, or said on purpose.
+MQIC_ALLOW_LOCAL_TRANSPORT = env_bool("MQIC_ALLOW_LOCAL_TRANSPORT", False)
 MQIC_HPC_HOST = os.environ.get("MQIC_HPC_HOST", "localhost")
 MQIC_HPC_PORT = int(os.environ.get("MQIC_HPC_PORT", "22"))
 MQIC_HPC_USER = os.environ.get("MQIC_HPC_USER", "")

@@ -31,12 +31,19 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from .models import GpuGroup, HpcHost
 from .services import group_name_for, reinstate_group, retire_groups
 from .validators import PUEUE_GROUP_NAME, validate_proxy_jump, validate_pueue_command, validate_remote_base_dir
+
+LOCAL_NEEDS_OPT_IN = (
+    'transport = "local" runs the jobs on this machine, as the user MQIC runs as, next to its '
+    "database, secret key and results: it is for the demo. Set MQIC_ALLOW_LOCAL_TRANSPORT=true to "
+    "mean it"
+)
 
 
 class ConfigError(ValueError):
@@ -141,6 +148,8 @@ def check_host(name: str, table: object, *, where: str) -> HostConfig:
         problems.append(f"transport must be one of {', '.join(HpcHost.Transport.values)}")
     if text["transport"] == HpcHost.Transport.SSH and not text["hostname"]:
         problems.append("hostname is required for the ssh transport")
+    if text["transport"] == HpcHost.Transport.LOCAL and not settings.MQIC_ALLOW_LOCAL_TRANSPORT:
+        problems.append(LOCAL_NEEDS_OPT_IN)
     if text["proxy_jump"] and not text["known_hosts"]:
         problems.append("proxy_jump needs known_hosts: the jump hosts' keys are verified against it")
     checks = (

@@ -163,6 +163,7 @@ def demo_env() -> dict[str, str]:
     env.setdefault("MQIC_VAR_DIR", str(var))
     env.setdefault("DJANGO_SECRET_KEY_FILE", str(var / "secret_key"))
     env.setdefault("MQIC_HPC_TRANSPORT", "local")
+    env.setdefault("MQIC_ALLOW_LOCAL_TRANSPORT", "true")
     env.setdefault("MQIC_PUEUE", str(hosts[0].wrapper))
     env.setdefault("MQIC_HPC_BASE_DIR", str(hosts[0].base_dir))
     if len(hosts) > 1:

@@ -154,3 +154,17 @@ def test_a_group_name_that_is_taken_is_a_config_error_and_nothing_is_written(set
     with pytest.raises(CommandError, match="host beta: gpu_groups: gpu_a would be GPU group beta-gpu_a, a name "):
         configure(settings, tmp_path, clash)
     assert not HpcHost.objects.exists() and not GpuGroup.objects.exists()
+
+
+def test_the_local_transport_outside_the_demo_needs_saying_so(settings):
+    from resources.config import ConfigError, check_host
+
+    table = {"transport": "local", "base_dir": "/data/mqic", "gpu_groups": ["gpu_a"]}
+    settings.MQIC_ALLOW_LOCAL_TRANSPORT = False
+    with pytest.raises(ConfigError) as refused:
+        check_host("here", table, where="test")
+    assert "runs the jobs on this machine" in str(refused.value) and "MQIC_ALLOW_LOCAL_TRANSPORT" in str(
+        refused.value
+    )
+    settings.MQIC_ALLOW_LOCAL_TRANSPORT = True
+    assert check_host("here", table, where="test").transport == "local"

@@ -322,3 +322,13 @@ def test_a_folder_swapped_for_a_link_mid_upload_is_damaged_and_nothing_outside_i
 
     assert SECRET not in captured.read_bytes()
     assert problems == {"victim": "sub changed while it was being sent"}
+
+
+def test_commands_and_so_jobs_get_a_minimal_environment_not_mqics(monkeypatch):
+    """pueue copies its caller's environment into every task: a job added through the local transport
+    could read the database URL, the secret key and the mail password of MQIC itself."""
+    for name in ("DATABASE_URL", "DJANGO_SECRET_KEY", "EMAIL_HOST_PASSWORD", "MQIC_METRICS_TOKEN"):
+        monkeypatch.setenv(name, f"secret-{name}")
+    seen = LocalTransport().run("env").stdout
+    assert "secret-" not in seen
+    assert "PATH=" in seen and "HOME=" in seen

@@ -50,13 +50,13 @@ class _ProgressWriter:
 
 
 class LocalTransport(tarstream.Uploads, download.Downloads):
-    """``Transport`` via subprocesses; ``shell_env`` is added to this process's environment.
+    """``Transport`` via subprocesses, in a minimal environment (``minimal_env``) plus ``shell_env``.
 
     ``max_output_bytes`` caps a command's stdout as ``SshTarget.max_output_bytes`` does.
     """
 
     def __init__(self, shell_env: Mapping[str, str] | None = None, max_output_bytes: int = 256 << 20):
-        self.env = {**os.environ, **(shell_env or {})}
+        self.env = {**minimal_env(), **(shell_env or {})}
         self.max_output_bytes = max_output_bytes
 
     def run(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None) -> CommandResult:
@@ -140,6 +140,20 @@ class LocalTransport(tarstream.Uploads, download.Downloads):
             raise OutcomeUnknown(f"local command {command!r} did not finish") from error
         err.seek(0)
         return framed.result(code, None, err.read(STDERR_MAX_BYTES + OVERHEAD).decode(errors="replace"))
+
+
+KEPT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+"""What a local command (and so a job: pueue copies its caller's environment into each task) gets
+of MQIC's own environment. Never the rest: it holds the database URL, the secret key, the mail
+password and the metrics token, none of which a job may read."""
+
+
+def minimal_env() -> dict[str, str]:
+    """A login-like environment, as a job on a remote host gets from its account."""
+    env = {name: os.environ[name] for name in KEPT if name in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["SHELL"] = "/bin/sh"
+    return env
 
 
 class _TooMuch(Exception):
