@@ -67,12 +67,14 @@ class Overview:
     @property
     def blocked_groups(self) -> list[GpuGroup]:
         """Enabled groups that take no new work until something on their host changes."""
-        return [g for g in self.groups if g.blocked_reason and g.status != GpuGroup.Status.DISABLED]
+        return [
+            g for g in self.groups if g.blocked_reason and g.status != GpuGroup.Status.DISABLED and g.host.enabled
+        ]
 
     @property
     def hosts_down(self) -> int:
         """Hosts whose last contacts failed (backing off, or on the way to it)."""
-        return sum(bool(h.last_error) for h in self.hosts)
+        return sum(bool(h.last_error) for h in self.hosts if h.enabled)
 
 
 FAILURE_WINDOW = timedelta(hours=24)
@@ -88,7 +90,9 @@ def overview() -> Overview:
         per_status=[(status, counts.get(status, 0)) for status in CaseStatus],
         groups=groups,
         busy=sum(g.status == GpuGroup.Status.ASSIGNED for g in groups),
-        free=sum(g.status == GpuGroup.Status.AVAILABLE and not g.blocked_reason for g in groups),
+        free=sum(
+            g.status == GpuGroup.Status.AVAILABLE and not g.blocked_reason and g.host.enabled for g in groups
+        ),
         stuck=stuck_cases().count(),
         troubled=troubled_cases().count(),
         last_troubled=troubled_cases().order_by("-updated_at").only("name", "last_error").first(),
@@ -133,8 +137,8 @@ def metric_values(now: datetime | None = None) -> MetricValues:
     now = now or timezone.now()
     counts = dict(Case.objects.order_by().values_list("status").annotate(n=Count("pk")))
     groups = {"busy": 0, "free": 0, "disabled": 0, "blocked": 0}
-    for status, blocked in GpuGroup.objects.values_list("status", "blocked_reason"):
-        groups[_group_state(status, blocked)] += 1
+    for status, blocked, enabled in GpuGroup.objects.values_list("status", "blocked_reason", "host__enabled"):
+        groups[_group_state(status, blocked, enabled)] += 1
     hour = PassRun.objects.filter(started_at__gte=now - timedelta(hours=1)).order_by()
     per_kind: dict[str, dict[str, int]] = {}
     for kind, outcome, n in hour.values_list("kind", "outcome").annotate(n=Count("pk")):
@@ -161,9 +165,9 @@ def metric_values(now: datetime | None = None) -> MetricValues:
     )
 
 
-def _group_state(status: str, blocked_reason: str) -> str:
+def _group_state(status: str, blocked_reason: str, host_enabled: bool = True) -> str:
     if status == GpuGroup.Status.ASSIGNED:
         return "busy"
-    if status == GpuGroup.Status.DISABLED:
+    if status == GpuGroup.Status.DISABLED or not host_enabled:
         return "disabled"
     return "blocked" if blocked_reason else "free"

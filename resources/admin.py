@@ -80,7 +80,7 @@ class HpcHostAdmin(admin.ModelAdmin):
 
     @admin.display(description="address")
     def address(self, host):
-        return f"{host.username + '@' if host.username else ''}{host.hostname}:{host.port}"
+        return host.address
 
     @admin.display(description="health")
     def health(self, host):

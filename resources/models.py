@@ -6,6 +6,7 @@ functions in ``resources.services``. ``resources`` knows nothing about cases, so
 holder of a group is stored as an opaque owner id (the case's primary key).
 """
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from .validators import validate_proxy_jump, validate_pueue_command, validate_pueue_group, validate_remote_base_dir
@@ -23,7 +24,9 @@ class HpcHost(models.Model):
         default=Transport.SSH,
         help_text="How MQIC reaches the host. Set by the deployment (configure_hpc), never in the admin.",
     )
-    hostname = models.CharField(max_length=255, help_text="SSH host name of the login node.")
+    hostname = models.CharField(
+        max_length=255, blank=True, help_text="SSH host name of the login node (none for a local host)."
+    )
     port = models.PositiveIntegerField(default=22)
     username = models.CharField(max_length=64, blank=True)
     key_path = models.CharField("private key path", max_length=1024, blank=True)
@@ -73,6 +76,17 @@ class HpcHost(models.Model):
 
     def __str__(self):
         return self.name
+
+    def clean(self):
+        if self.transport == self.Transport.SSH and not self.hostname:
+            raise ValidationError({"hostname": "An SSH host needs its host name."})
+
+    @property
+    def address(self) -> str:
+        """Where it is reached, as an operator reads it: ``user@host:port``, or this machine."""
+        if self.is_local:
+            return "this machine (local)"
+        return f"{self.username + '@' if self.username else ''}{self.hostname}:{self.port}"
 
     @property
     def is_local(self) -> bool:

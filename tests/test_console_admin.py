@@ -369,3 +369,28 @@ def test_the_dashboard_shows_failed_passes_stuck_and_troubled_cases(operator):
     run_page = operator.get(reverse("admin:cases_passrun_change", args=[failed.pk])).content.decode()
     assert "Traceback ..." in run_page
     assert CaseEvent.objects.count() == 0
+
+
+def test_a_local_host_from_the_configuration_is_disabled_in_the_admin_and_raises_no_alarm(admin_client, settings):
+    """The README has the demo's second host disabled in the admin: its form asked for a host name
+    that a local host has none of; a disabled host then kept the red "not answering" line and its
+    free groups were counted."""
+    from console.selectors import metric_values, overview
+    from resources.config import apply, check_host
+    from resources.models import HpcHost
+
+    settings.MQIC_ALLOW_LOCAL_TRANSPORT = True
+    table = {"transport": "local", "base_dir": "/tmp/mqic-hpc2", "gpu_groups": ["gpu_a", "gpu_b"]}
+    apply([check_host("hpc2", table, where="test")])
+    host = HpcHost.objects.get(name="hpc2")
+    HpcHost.objects.filter(pk=host.pk).update(last_error="no answer", consecutive_failures=3)
+    data = {"name": "hpc2", "hostname": "", "port": 22, "username": "", "key_path": "", "known_hosts_path": ""}
+    data |= {"proxy_jump": "", "base_dir": host.base_dir, "pueue_command": host.pueue_command}
+    answer = admin_client.post(reverse("admin:resources_hpchost_change", args=[host.pk]), data)
+    assert answer.status_code == 302, answer.content.decode()[-3000:]
+    assert not HpcHost.objects.get(pk=host.pk).enabled
+    seen = overview()
+    assert seen.hosts_down == 0 and seen.free == 0, "no alarm, no free group"
+    assert metric_values().groups["free"] == 0
+    listing = admin_client.get(reverse("admin:resources_hpchost_changelist")).content.decode()
+    assert "this machine (local)" in listing and "localhost:22" not in listing

@@ -25,8 +25,9 @@ class Command(BaseCommand):
         except config.ConfigError as error:
             raise CommandError(str(error)) from error
         for host, groups in applied:
-            where = "this machine (local)" if host.is_local else f"{host.username}@{host.hostname}:{host.port}"
-            self.stdout.write(f"host {host.name}: {where}, base dir {host.base_dir}, pueue {host.pueue_command!r}")
+            self.stdout.write(
+                f"host {host.name}: {host.address}, base dir {host.base_dir}, pueue {host.pueue_command!r}"
+            )
             for group in groups:
                 self.stdout.write(f"  GPU group {group.name} -> pueue group {group.pueue_group}")
             if offline:
