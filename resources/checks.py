@@ -1,4 +1,5 @@
-"""System checks on the deployment's settings (``manage.py check``): mistakes that only show under load.
+"""System checks on the deployment's settings (``manage.py check``, ``check --deploy``): mistakes that
+would otherwise only show later, under load or at the first pass.
 
 A pass that asks a host holds its qcluster worker until the host answers or times out, and a host
 lets at most ``MQIC_HOST_MAX_CONNECTIONS`` contacts in at once. With as many workers as connections,
@@ -22,3 +23,22 @@ def slow_host_can_hold_every_worker(app_configs, **kwargs):
             id="mqic.W001",
         )
     ]
+
+
+@checks.register(deploy=True)
+def hosts_file_exists(app_configs, **kwargs):
+    """A named host file that is not there would leave the installation with no host at all."""
+    path = settings.MQIC_HPC_CONFIG
+    if not path:
+        return []
+    try:
+        with open(path, "rb"):
+            return []
+    except OSError as error:
+        return [
+            checks.Error(
+                f"MQIC_HPC_CONFIG names {path}, which cannot be read: {error.strerror}",
+                hint="Write the hosts file (deploy/hosts.toml.example is an example) or unset MQIC_HPC_CONFIG.",
+                id="mqic.E001",
+            )
+        ]

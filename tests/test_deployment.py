@@ -46,7 +46,7 @@ def here(path: str) -> str:
 
 
 def env_file() -> dict[str, str]:
-    lines = (DEPLOY / "mqic.env").read_text().splitlines()
+    lines = (DEPLOY / "mqic.env.example").read_text().splitlines()
     return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
@@ -159,3 +159,16 @@ def get(port: int, path: str, *, forwarded_https: bool, timeout: float = 60) -> 
             time.sleep(0.2)
         finally:
             connection.close()
+
+
+def test_check_deploy_fails_on_a_missing_hosts_file_and_the_example_file_is_valid(settings, tmp_path):
+    from django.core.checks import run_checks
+
+    from resources.config import read_file
+
+    settings.MQIC_HPC_CONFIG = str(tmp_path / "missing.toml")
+    assert "mqic.E001" in [m.id for m in run_checks(include_deployment_checks=True)]
+    settings.MQIC_HPC_CONFIG = str(DEPLOY / "hosts.toml.example")
+    assert "mqic.E001" not in [m.id for m in run_checks(include_deployment_checks=True)]
+    hosts = read_file(DEPLOY / "hosts.toml.example")
+    assert [h.name for h in hosts] == ["cluster-a", "cluster-b"] and hosts[1].proxy_jump
