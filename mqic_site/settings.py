@@ -6,6 +6,7 @@ secret key: a signed django-q2 task is code execution, so a known key is never u
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -68,6 +69,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_q",
+    "axes",
     "resources",
     "cases",
     "console",
@@ -83,7 +85,24 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Failed admin logins are throttled (django-axes: kept by Jazzband, records attempts in the
+# database, so every web process and node sees the same count): after MQIC_LOGIN_FAILURE_LIMIT
+# failures for one user name from one address, that pair is locked for MQIC_LOGIN_COOLOFF_MINUTES.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("MQIC_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("MQIC_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+if env_bool("DJANGO_SECURE"):  # behind the HTTPS proxy: the client's address is the one it forwards
+    AXES_IPWARE_PROXY_COUNT = 1
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+# An operator's session ends after MQIC_SESSION_HOURS (a working day), not Django's two weeks.
+SESSION_COOKIE_AGE = int(float(os.environ.get("MQIC_SESSION_HOURS", "12")) * 3600)
 
 # Every page (admin, console, live fragments) forbids inline script and script from elsewhere:
 # whatever a job, a folder or a host's output manages to put into a page cannot run. The admin and

@@ -10,6 +10,7 @@ checkout and its virtualenv, and the environment file's database and folders at 
 from __future__ import annotations
 
 import http.client
+import re
 import secrets
 import shlex
 import shutil
@@ -172,3 +173,24 @@ def test_check_deploy_fails_on_a_missing_hosts_file_and_the_example_file_is_vali
     assert "mqic.E001" not in [m.id for m in run_checks(include_deployment_checks=True)]
     hosts = read_file(DEPLOY / "hosts.toml.example")
     assert [h.name for h in hosts] == ["cluster-a", "cluster-b"] and hosts[1].proxy_jump
+
+
+def test_the_units_are_sandboxed(tmp_path):
+    """``systemd-analyze security --offline=yes`` rates each service's exposure (0 best, 10 worst);
+    the guide quotes the score. The units write only below /var/lib/mqic and /srv/mqic."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze (Debian package systemd) is needed to check the units"
+    for path in sorted((DEPLOY / "systemd").glob("*.service")):
+        (tmp_path / path.name).write_text(path.read_text())
+        done = subprocess.run(
+            [analyze, "security", "--offline=yes", f"./{path.name}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        score = re.search(r"Overall exposure level for \S+: (\d+\.\d)", done.stdout)
+        assert score, done.stdout[-500:] + done.stderr[-500:]
+        assert float(score[1]) <= 2.0, f"{path.name}: {score[1]}"
+        text = path.read_text()
+        assert "ProtectSystem=strict" in text and "ReadWritePaths=/var/lib/mqic /srv/mqic" in text
