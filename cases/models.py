@@ -169,6 +169,14 @@ class Attempt(models.Model):
         blank=True,
         help_text="Why its remote folder is kept on the host (its results could not come home): never cleaned up.",
     )
+    # What the attempt ended with, kept when the case is tried again (the case shows its current one).
+    exit_code = models.IntegerField(null=True, blank=True)
+    log_tail = models.TextField(blank=True)
+    result_path = models.CharField(
+        max_length=4096,
+        blank=True,
+        help_text="Where its results are on this machine (earlier attempts: set aside).",
+    )
 
     class Meta:
         ordering = ["started_at", "pk"]

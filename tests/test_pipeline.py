@@ -147,3 +147,43 @@ def test_links_a_job_leaves_in_its_results_are_listed_not_created(hpc, sandbox, 
     event = case.events.get(reason__startswith="results: 2 link(s)")
     folder = Path(case.remote_dir).name
     assert sorted(event.detail["skipped"]) == [[f"{folder}/pipe", "fifo"], [f"{folder}/stolen", "symlink"]]
+
+
+def test_a_retried_case_shows_its_current_attempt_and_keeps_the_earlier_ones(
+    hpc, sandbox, dirs, admin_client, plain_static
+):
+    """Retry used to leave the failed attempt's exit code, log, task and folder on the case while it
+    waited again, and the next attempt's results replaced the failed one's, job log and all."""
+    from cases.models import Attempt
+    from cases.services import operations
+
+    drop(dirs, "flaky", "echo first try; exit 3\n")
+    intake.scan()
+    submission.submit_pass()
+    run_until_quiet()
+    case = Case.objects.get(name="flaky")
+    assert (case.status, case.exit_code) == (S.FAILED, 3)
+    (Path(case.source_path) / "run.sh").write_text("echo second try > output.txt\n")
+    assert operations.retry(case, make_operator()).changed
+    case.refresh_from_db()
+    assert (case.status, case.exit_code, case.log_tail, case.remote_dir) == (S.SUBMITTED, None, "", "")
+    assert case.gpu_group_id is None and case.pueue_task_id is None and case.result_path == ""
+    first = Attempt.objects.get(case=case)
+    assert first.exit_code == 3 and "first try" in first.log_tail
+    assert (Path(first.result_path) / ".mqic_job.log").read_text() == "first try\n"
+    page = admin_client.get(f"/admin/cases/case/{case.pk}/change/").content.decode()
+    assert "exit code 3" in page and "first try" in page
+
+    run_until_quiet()
+    case.refresh_from_db()
+    assert case.status == S.COMPLETED and (Path(case.result_path) / "output.txt").read_text() == "second try\n"
+    assert (Path(first.result_path) / ".mqic_job.log").read_text() == "first try\n", (
+        "the failed attempt's log stays"
+    )
+    assert [a.exit_code for a in Attempt.objects.filter(case=case)] == [3, 0]
+
+
+def make_operator():
+    from django.contrib.auth.models import User
+
+    return User.objects.create_superuser("retrier", "", "x")

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 
 from resources.contact import contact
@@ -24,6 +25,7 @@ from resources.services import lock_group
 
 from ..models import HOLDS_GPU, Attempt, Case, CaseStatus, PassRun
 from . import intake, passes
+from .jobs import results_dir
 from .labels import label_prefix
 from .lifecycle import move_and_release
 from .matching import is_case_task, live_tasks_of, orphans
@@ -62,11 +64,49 @@ def retry(case: Case, user) -> Outcome:
         return recheck(case, user)
     if old not in RETRYABLE:
         return does_not_apply(case, "retry")
-    if not transition(
-        case, old, S.SUBMITTED, reason=f"retried {_by(user)}", user=user, last_error="", task_missing_since=None
-    ):
+    try:
+        aside = set_aside_results(case)
+    except OSError as error:
+        return refused(f"{case.name}: its results could not be set aside ({error}); nothing changed", "error")
+    if not transition(case, old, S.SUBMITTED, reason=f"retried {_by(user)}", user=user, **CURRENT_ATTEMPT_CLEARED):
+        if aside:
+            Case.objects.filter(pk=case.pk).update(result_path=aside)
         return raced(case)
     return Outcome(True, f"{case.name}: back to submitted")
+
+
+CURRENT_ATTEMPT_CLEARED = {
+    "last_error": "",
+    "task_missing_since": None,
+    "exit_code": None,
+    "log_tail": "",
+    "result_path": "",
+    "pueue_task_id": None,
+    "pueue_task_created_at": None,
+    "last_seen_task": None,
+    "remote_dir": "",
+    "gpu_group": None,
+    "upload_percent": None,
+}
+"""What a case shows of its current attempt: cleared when it is tried again (its attempts keep it)."""
+
+
+def set_aside_results(case: Case) -> str:
+    """Move the case's results folder to ``.attempts/<case id>-<token>`` of the results folder, the
+    place of the attempt they came from, so the next attempt's results never replace them; return
+    the new place ("" when there is nothing to move). A hidden folder: no case is ever named so."""
+    current = results_dir(case)
+    if not current.is_dir():
+        return ""
+    attempt = Attempt.objects.filter(case=case).order_by("-started_at", "-pk").first()
+    token = attempt.token if attempt is not None else "unknown"
+    aside = Path(settings.MQIC_RESULTS_DIR) / ".attempts" / f"{case.pk}-{token}"
+    aside.parent.mkdir(mode=0o700, exist_ok=True)
+    os.rename(current, aside)
+    if attempt is not None:
+        Attempt.objects.filter(pk=attempt.pk).update(result_path=str(aside))
+    record_event(case.pk, f"the results of attempt {token} were set aside in {aside}")
+    return str(aside)
 
 
 def recheck(case: Case, user) -> Outcome:

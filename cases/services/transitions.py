@@ -96,7 +96,9 @@ def _note_attempt(case_id: int, old: str, new: str, reason: str, fields: dict, n
         current.update(task_id=fields["pueue_task_id"], task_created_at=fields.get("pueue_task_created_at"))
     elif old in HOLDS_GPU and new not in HOLDS_GPU:
         case = Case.objects.filter(pk=case_id)
+        ended = {name: fields[name] for name in ("exit_code", "log_tail", "result_path") if name in fields}
         current.update(
+            **ended,
             ended_at=now,
             outcome=f"{new}: {reason}"[:2000],
             last_seen_task=Subquery(case.values("last_seen_task")[:1]),
