@@ -77,7 +77,7 @@ def deliver(row: Notification) -> None:
             fields |= {f"{channel}_state": State.SENT, stamp: timezone.now(), f"{channel}_error": ""}
             continue
         gave_up = outcome.permanent or row.tries + 1 > len(RETRY_SECONDS)
-        note = "given up: " if gave_up else f"will try again (try {row.tries + 1}): "
+        note = "" if gave_up else f"will try again (try {row.tries + 1}): "
         fields |= {f"{channel}_error": (note + outcome.error)[:2000]}
         if gave_up:
             fields[f"{channel}_state"] = State.FAILED

@@ -19,8 +19,8 @@ class Notification(models.Model):
 
     class State(models.TextChoices):
         OFF = "off", "not configured"
-        PENDING = "pending"
-        SENT = "sent"
+        PENDING = "pending", "pending"
+        SENT = "sent", "sent"
         FAILED = "failed", "given up"
 
     key = models.CharField(max_length=200, unique=True)

@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from cases.models import Case, CaseStatus
 from cases.services import intake, monitoring
-from console import notifications
+from console import delivery, notifications
 from resources.models import GpuGroup, HpcHost
 from resources.services import lock_free_group
 from tests.factories import make_case, make_group, make_host
@@ -154,13 +154,15 @@ def test_a_host_with_cases_is_not_deleted_and_notifications_are_listed(console, 
     HpcHost.objects.filter(pk=host.pk).update(down_since=timezone.now(), consecutive_failures=3)
     host.refresh_from_db()
     notifications.announce(notifications.host_down(host, "connection refused"))
+    delivery.deliver_due()  # what the cluster's delivery task does
     open_admin(console, "admin:console_notification_changelist")
     row = console.locator("#result_list tbody tr")
     expect(row).to_have_count(1)
     expect(row.locator(".field-event")).to_have_text("host_down")
     expect(row.locator(".field-subject")).to_have_text("host old-cluster is down")
     expect(row.locator(".field-delivery")).to_have_text(
-        "mailed; webhook failed: MQIC_NOTIFY_WEBHOOK is no http(s) URL"
+        "mail sent; webhook given up: MQIC_NOTIFY_WEBHOOK must be an https URL "
+        "(http only with MQIC_NOTIFY_ALLOW_HTTP=true)"
     )
     row.locator("th a").click()
     expect(console.locator(".field-reason .readonly")).to_have_text(

@@ -48,6 +48,8 @@ costs more than the fewer window adjustments save. 2 MB per round trip still all
 READ_SIZE = 1 << 20
 STDERR_MAX_BYTES = 4 << 20
 """Error output is for people and logs; more than this is not read on."""
+SESSION_RETRIES = 6
+"""Refusals of a session with none other open before giving up (waits of 0.1 s to 3.2 s between)."""
 WATCH_INTERVAL = 0.25
 """How often the watching thread re-checks its clocks while workers are still busy."""
 
@@ -366,37 +368,33 @@ class _SessionRefused(Exception):
 
 
 class _Sessions:
-    """The channels open on one connection, and how many the server allows at once.
-
-    A site may cap sessions per connection (``MaxSessions 1``). The cap is learned when the server
-    first refuses a channel while others are open: from then on a command waits for a channel to
-    close rather than opening one more, and nothing already running is disturbed.
+    """One channel at a time on a connection: the least any server allows (``MaxSessions 1`` at
+    some sites). MQIC gives every contact a connection of its own and runs its commands one after
+    another, so nothing waits here in practice; a connection shared between threads takes turns.
+    A server may still refuse the next session for a moment after the last one closed (the close
+    and the next open cross on the wire): that is waited out, a few times, never an error at once.
     """
 
     def __init__(self):
-        self.open = 0
-        self.limit: int | None = None
-        self._changed = threading.Condition()
+        self._turn = threading.Lock()
 
     @contextlib.contextmanager
     def held(self, wait: float) -> Iterator[None]:
-        with self._changed:
-            if not self._changed.wait_for(lambda: self.limit is None or self.open < self.limit, timeout=wait):
-                raise OutcomeUnknown(f"no session free on the connection within {wait:.0f}s (nothing was run)")
-            self.open += 1
+        if not self._turn.acquire(timeout=wait):
+            raise OutcomeUnknown(f"no session free on the connection within {wait:.0f}s (nothing was run)")
         try:
             yield
         finally:
-            with self._changed:
-                self.open -= 1
-                self._changed.notify_all()
+            self._turn.release()
 
-    def refused(self) -> None:
-        """The server said no to one more while ``open - 1`` others are open: that is its cap."""
-        with self._changed:
-            if self.open <= 1:
-                raise OutcomeUnknown("the server refuses every session on this connection")
-            self.limit = self.open - 1
+    @staticmethod
+    def refused(tries: int) -> None:
+        """The server refused a session while none other of ours was open: wait, then ask again."""
+        if tries >= SESSION_RETRIES:
+            raise OutcomeUnknown(
+                f"the server refused a session {tries} times with none other open (nothing was run)"
+            )
+        time.sleep(0.05 * 2**tries)
 
 
 class _ChannelBroken(Exception):
@@ -632,12 +630,14 @@ class SshTransport(tarstream.Uploads, download.Downloads):
             return stream(reader if collected else Unwrapped(reader, framed))
 
         wait = self.target.command_timeout if deadline is None else max(0.0, deadline - time.monotonic())
+        refusals = 0
         while True:
             with self._sessions.held(wait):
                 try:
                     client, channel = self._open_channel()
                 except _SessionRefused:
-                    self._sessions.refused()
+                    refusals += 1
+                    self._sessions.refused(refusals)
                     continue
                 return self._run_on(client, channel, command, framed, feed, unwrap, collected, deadline, progress)
 
