@@ -21,7 +21,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from mqic_site.admin_ui import badge, confirmation, confirmed, link, log_outcome, safe_next, show
+from mqic_site.admin_ui import badge, confirmation, confirmed, given_why, link, log_outcome, safe_next, show
 
 from . import admin_views
 from .models import FINISHED, HOLDS_GPU, Case, CaseEvent, CaseStatus, Installation, PassRun
@@ -97,7 +97,11 @@ def position_cell(case: Case):
     position = getattr(case, "wait_position", None)
     if position is None:
         return "-"
-    return format_html('<span title="{}">#{}</span>', "its place in the wait for a free GPU group", position)
+    target = case.wanted_group or case.wanted_host
+    if not target:
+        return format_html('<span title="{}">#{}</span>', "its place in the wait for a free GPU group", position)
+    what = f"GPU group {case.wanted_group}" if case.wanted_group else f"a GPU group of host {case.wanted_host}"
+    return format_html('<span title="its place in the wait for {}">#{} for {}</span>', what, position, target)
 
 
 def error_cell(case: Case):
@@ -382,8 +386,10 @@ class CaseAdmin(admin.ModelAdmin):
                 "Cancel cases",
                 "A waiting case is cancelled. A submitting or running case is cancelled, its GPU group "
                 "released, and then its pueue task is killed by id on the host. What the job left comes home.",
+                ask_why=True,
             )
-        return self.run(request, queryset, operations.cancel)
+        why = given_why(request)
+        return self.run(request, queryset, lambda case, user: operations.cancel(case, user, why=why))
 
     @admin.action(
         description="Mark the selected cases failed and release their GPU groups…", permissions=["mark_failed"]
@@ -397,8 +403,10 @@ class CaseAdmin(admin.ModelAdmin):
                 "Mark cases failed",
                 "Each submitting or running case is marked failed and its GPU group released. Its pueue "
                 "task is NOT killed: if it still runs, it shows as an orphan on the host's remote state page.",
+                ask_why=True,
             )
-        return self.run(request, queryset, operations.mark_failed)
+        why = given_why(request)
+        return self.run(request, queryset, lambda case, user: operations.mark_failed(case, user, why=why))
 
     def run(self, request, queryset, operation):
         if queryset.count() > MAX_BULK:
@@ -412,13 +420,13 @@ class CaseAdmin(admin.ModelAdmin):
         show(request, outcomes)
         return HttpResponseRedirect(safe_next(request)) if safe_next(request) else None
 
-    def confirm(self, request, queryset, action, title, warning):
+    def confirm(self, request, queryset, action, title, warning, *, ask_why=False):
         cases = list(queryset[: MAX_BULK + 1])
         if len(cases) > MAX_BULK:
             self.message_user(request, f"select at most {MAX_BULK} cases for one action", "error")
             return None
         rows = [(case, status_badge(case.status)) for case in cases]
-        return confirmation(request, self, action=action, title=title, warning=warning, rows=rows)
+        return confirmation(request, self, action=action, title=title, warning=warning, rows=rows, ask_why=ask_why)
 
     def has_retry_permission(self, request):
         return request.user.has_perm("cases.retry_case")

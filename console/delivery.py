@@ -113,6 +113,8 @@ def within_deadline(send: Callable[[], Outcome]) -> Outcome:
 
 def send_mail(row: Notification) -> Outcome:
     body = f"{row.subject}\n\nWhy: {row.reason}\n\nSee: {row.url}\n"
+    if log := row.payload.get("log"):
+        body += f"\nThe last lines of its job log:\n\n{log}\n"
     message = EmailMessage(
         f"[MQIC] {one_line(row.subject)}",
         body,

@@ -116,4 +116,7 @@ def metrics(request):
         response = HttpResponse("a bearer token (MQIC_METRICS_TOKEN) or a staff session is needed\n", status=401)
         response["WWW-Authenticate"] = 'Bearer realm="mqic metrics"'
         return response
+    if "application/openmetrics-text" not in request.headers.get("Accept", ""):
+        # A browser (or curl) asked: the same text, as text it shows rather than a download.
+        return HttpResponse(generate_latest(REGISTRY), content_type="text/plain; charset=utf-8")
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -46,6 +46,8 @@ class Event:
     url: str
     case: Case | None = None
     host: HpcHost | None = None
+    log: str = ""
+    """The last lines of the job's log, for a failed case."""
 
     def payload(self) -> dict:
         """The webhook's JSON: ``text`` for chat webhooks, the fields for anything else, and the
@@ -60,6 +62,8 @@ class Event:
         }
         if self.case is not None:
             body["case"] = {"id": self.case.pk, "name": self.case.name, "status": self.case.status}
+        if self.log:
+            body["log"] = self.log
         if self.host is not None:
             body["host"] = {"id": self.host.pk, "name": self.host.name}
         return body
@@ -84,6 +88,11 @@ def host_url(host_id: int) -> str:
 # -- the events -----------------------------------------------------------------------------
 
 
+LOG_LINES = 20
+LOG_MAX_CHARS = 2000
+"""What a failure's notification carries of the job's log: its last lines, bounded."""
+
+
 def case_failed(event: CaseEvent) -> Event:
     case = Case.objects.get(pk=event.case_id)
     return Event(
@@ -93,7 +102,13 @@ def case_failed(event: CaseEvent) -> Event:
         reason=event.reason,
         url=case_url(case.pk),
         case=case,
+        log=last_lines(case.log_tail),
     )
+
+
+def last_lines(text: str) -> str:
+    tail = "\n".join(text.splitlines()[-LOG_LINES:])
+    return tail[-LOG_MAX_CHARS:]
 
 
 def case_stuck(case: Case) -> Event:

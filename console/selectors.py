@@ -83,6 +83,11 @@ FAILURE_WINDOW = timedelta(hours=24)
 def overview() -> Overview:
     counts = dict(Case.objects.order_by().values_list("status").annotate(n=Count("pk")))
     groups = list(GpuGroup.objects.select_related("host"))
+    holders = dict(
+        Case.objects.filter(pk__in={g.holder_id for g in groups if g.holder_id}).values_list("pk", "name")
+    )
+    for group in groups:
+        group.holder_name = holders.get(group.holder_id, "")
     failures = PassRun.objects.filter(
         outcome=PassRun.Outcome.FAILED, started_at__gte=timezone.now() - FAILURE_WINDOW
     )

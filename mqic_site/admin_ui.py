@@ -69,12 +69,16 @@ def log_outcome(request, obj, outcome: Outcome) -> None:
         )
 
 
-def confirmation(request, model_admin, *, action: str, title: str, warning: str, rows) -> TemplateResponse:
+def confirmation(
+    request, model_admin, *, action: str, title: str, warning: str, rows, ask_why: bool = False
+) -> TemplateResponse:
     """The page between choosing an action and running it; posts back with ``confirmed=yes``.
 
-    ``rows`` are (object, note) pairs: the note says what will happen to that object.
+    ``rows`` are (object, note) pairs: the note says what will happen to that object. With
+    ``ask_why`` the operator may say why (``given_why``).
     """
     context = {
+        "ask_why": ask_why,
         **model_admin.admin_site.each_context(request),
         "title": title,
         "warning": warning,
@@ -88,6 +92,12 @@ def confirmation(request, model_admin, *, action: str, title: str, warning: str,
 
 def confirmed(request) -> bool:
     return request.POST.get("confirmed") == "yes"
+
+
+def given_why(request) -> str:
+    """What the operator typed as the reason of an action: one paragraph, at most 1000 characters."""
+    text = " ".join(request.POST.get("why", "").split())
+    return "".join(c for c in text if c.isprintable())[:1000]
 
 
 def safe_next(request) -> str:

@@ -454,3 +454,18 @@ def test_an_orphan_of_a_cancelled_case_is_adopted(operator, running, sandbox):
     group = GpuGroup.objects.get(pk=running.gpu_group_id)
     assert (group.holder_id, group.lease_generation) == (running.pk, running.lease_generation)
     assert [e.to_status for e in running.events.filter(actor="operator")] == [S.SUBMITTED, S.SUBMITTING, S.RUNNING]
+
+
+def test_a_cancelled_case_says_who_cancelled_it_and_why(admin_client, plain_static):
+    from tests.factories import make_case
+
+    case = make_case(S.SUBMITTED, name="wrong-input")
+    data = {"action": "cancel_cases", "_selected_action": [case.pk], "confirmed": "yes"}
+    data["why"] = "wrong input file,\nresubmitted as v2"
+    admin_client.post(reverse("admin:cases_case_changelist"), data)
+    case.refresh_from_db()
+    assert case.status == S.CANCELLED
+    assert case.last_error == "cancelled by admin: wrong input file, resubmitted as v2"
+    assert case.events.last().reason == case.last_error
+    page = admin_client.get(reverse("admin:cases_case_change", args=[case.pk])).content.decode()
+    assert "resubmitted as v2" in page

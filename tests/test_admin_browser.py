@@ -247,3 +247,40 @@ def test_a_host_backing_off_is_shown_and_retried_now_from_the_dashboard(console,
     expect(console.locator(".messagelist")).to_contain_text("sshd answers: pueue 4.0.4")  # as written
     expect(console.locator("#overview-hosts tr[data-host='sshd']")).to_contain_text("ok")
     expect(console.locator("#recent-actions-module")).to_contain_text("sshd")
+
+
+def test_what_a_newcomer_met_reads_right(console):
+    """The full reason on a case's page, a long name clear of the History button, the log in a
+    monospace font, GPU holders named on the dashboard, a pinned case saying which group it
+    waits for, and /metrics shown as text in the browser."""
+    from tests.factories import make_group
+
+    name = "m" * 200
+    why = "job failed with exit code 1: " + "the solver diverged at step 4711; " * 12
+    failed = make_case(S.FAILED, name=name, last_error=why, log_tail="step 1\nstep 2\n")
+    open_admin(console, "admin:cases_case_change", failed.pk)
+    reason = console.locator(".field-error_display .mqic-clip")
+    expect(reason).to_have_text(why.strip())
+    assert reason.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the whole reason is visible"
+    title, history = console.locator("#content h2").first, console.locator(".object-tools").first
+    t, h = title.bounding_box(), history.bounding_box()
+    overlap = t["x"] < h["x"] + h["width"] and h["x"] < t["x"] + t["width"]
+    overlap = overlap and t["y"] < h["y"] + h["height"] and h["y"] < t["y"] + t["height"]
+    assert not overlap, (t, h)
+
+    group = make_group(name="gpu_b")
+    holder = make_case(S.RUNNING, name="holding-it", gpu_group=group, running_at=timezone.now())
+    GpuGroup.objects.filter(pk=group.pk).update(status="assigned", holder_id=holder.pk)
+    make_case(S.SUBMITTED, name="pinned", wanted_group="gpu_b")
+    open_admin(console, "admin:index")
+    expect(console.locator("#overview-gpus")).to_contain_text("holding-it")
+    open_admin(console, "admin:cases_case_changelist")
+    row = console.locator("#result_list tbody tr", has_text="pinned")
+    expect(row.locator(".field-position_display")).to_have_text("#1 for gpu_b")
+
+    open_admin(console, "admin:cases_case_log", holder.pk)
+    family = console.locator("#log-tail").evaluate("e => getComputedStyle(e).fontFamily")
+    assert "mono" in family.lower(), family
+
+    console.goto(console.base + "/metrics")
+    expect(console.locator("body")).to_contain_text("mqic_cases")

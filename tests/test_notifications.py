@@ -356,3 +356,16 @@ def test_a_worker_that_dies_while_delivering_leaves_the_event_to_the_next(notify
     later = Notification.objects.get().next_try_at
     assert delivered(now=later) == 1
     assert [p["reason"] for p in receiver.posts] == ["job failed with exit code 4"]
+
+
+def test_a_failures_notification_carries_the_last_lines_of_its_job_log(notify):
+    from cases.services.lifecycle import move_and_release
+
+    box, receiver = notify
+    case = running_case()
+    log = "\n".join(f"step {n}" for n in range(1, 31))
+    assert move_and_release(case, S.RUNNING, S.FAILED, reason="job failed with exit code 1", log_tail=log)
+    delivered()
+    assert receiver.posts[0]["log"].splitlines() == [f"step {n}" for n in range(11, 31)], "the last 20 lines"
+    body = box.messages[0][1].get_payload()
+    assert "The last lines of its job log" in body and "step 30" in body and "step 10\n" not in body

@@ -141,13 +141,14 @@ def _folder_problem(path: Path) -> tuple[str | None, Placement]:
     return ("the case folder is gone from the inbox", ANYWHERE) if entry is None else intake.validate(entry)
 
 
-def cancel(case: Case, user) -> Outcome:
-    """Cancel a waiting case; for one holding a GPU, cancel it and release the GPU, then kill its task."""
+def cancel(case: Case, user, *, why: str = "") -> Outcome:
+    """Cancel a waiting case; for one holding a GPU, cancel it and release the GPU, then kill its task.
+    Who cancelled it, and ``why`` when given, become its reason."""
     case.refresh_from_db()
     old = case.status
-    reason = f"cancelled {_by(user)}"
+    reason = f"cancelled {_by(user)}" + (f": {why}" if why else "")
     if old == S.SUBMITTED:
-        if not transition(case, old, S.CANCELLED, reason=reason, user=user):
+        if not transition(case, old, S.CANCELLED, reason=reason, user=user, last_error=reason):
             return raced(case)
         return Outcome(True, f"{case.name} cancelled")
     if old not in CANCELLABLE:
@@ -158,7 +159,9 @@ def cancel(case: Case, user) -> Outcome:
             "killed by id. Reconcile, or find the task on the host's remote state page.",
             "error",
         )
-    if not move_and_release(case, old, S.CANCELLED, reason=reason, user=user, lease_expires_at=None):
+    if not move_and_release(
+        case, old, S.CANCELLED, reason=reason, user=user, lease_expires_at=None, last_error=reason
+    ):
         return raced(case)
     return _stop_tasks_of(case, user, was_submitting=old == S.SUBMITTING)
 
@@ -192,13 +195,14 @@ def _stop_tasks_of(case: Case, user, *, was_submitting: bool) -> Outcome:
     return Outcome(True, f"{case.name} cancelled; pueue tasks {ids} on {host.name} stopped")
 
 
-def mark_failed(case: Case, user) -> Outcome:
+def mark_failed(case: Case, user, *, why: str = "") -> Outcome:
     """End a stuck case as failed and release its GPU group. Its task, if any, is not touched."""
     case.refresh_from_db()
     old = case.status
     if old not in HOLDS_GPU:
         return does_not_apply(case, "mark failed")
-    why = f"marked failed {_by(user)}"
+    said = why
+    why = f"marked failed {_by(user)}" + (f": {said}" if said else "")
     if not move_and_release(case, old, S.FAILED, reason=why, user=user, last_error=why, lease_expires_at=None):
         return raced(case)
     return Outcome(True, f"{case.name} failed and its GPU group released; if its task still runs, {ORPHAN_HINT}")
