@@ -103,7 +103,7 @@ class HpcHostAdmin(admin.ModelAdmin):
         )
 
     @admin.action(
-        description="Check health now / retry now (ends a back-off, asks pueue's version)",
+        description="Check health now (ends a back-off, asks pueue's version)",
         permissions=["view_remote_state"],
     )
     def check_health(self, request, queryset):

@@ -243,7 +243,7 @@ def test_a_host_backing_off_is_shown_and_retried_now_from_the_dashboard(console,
     host = console.locator("#overview-hosts tr[data-host='sshd']")
     expect(host).to_contain_text("backing off")
     expect(host).to_contain_text("4 failures in a row")
-    host.locator("input[value='Retry now']").click()
+    host.locator("input[value='Check health now']").click()
     expect(console.locator(".messagelist")).to_contain_text("sshd answers: pueue 4.0.4")  # as written
     expect(console.locator("#overview-hosts tr[data-host='sshd']")).to_contain_text("ok")
     expect(console.locator("#recent-actions-module")).to_contain_text("sshd")

@@ -327,9 +327,9 @@ def test_a_host_backing_off_shows_why_since_when_and_retry_now_ends_it(operator,
     assert "backing off" in page and "5 failures in a row" in page
     assert f"down since {timezone.localtime(hpc.down_since):%Y-%m-%d %H:%M:%S}" in page
     assert f"next try {timezone.localtime(hpc.next_try_at):%Y-%m-%d %H:%M:%S}" in page
-    assert 'value="Retry now"' in page
+    assert 'value="Check health now"' in page
     dashboard = operator.get(reverse("admin:index")).content.decode()
-    assert "1 host not answering" in dashboard and 'value="Retry now"' in dashboard
+    assert "1 host not answering" in dashboard and 'value="Check health now"' in dashboard
 
     back = reverse("admin:resources_hpchost_change", args=[hpc.pk])
     response = operator.post(
