@@ -16,7 +16,7 @@ import hmac
 from django.conf import settings
 from django.http import HttpResponse
 from django.views.decorators.http import require_GET
-from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
+from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from .selectors import metric_values
@@ -26,6 +26,9 @@ class MqicCollector:
     """Every ``mqic_*`` metric, read from the database when scraped."""
 
     def collect(self):
+        build = InfoMetricFamily("mqic_build", "The MQIC release that answers.")
+        build.add_metric([], {"version": settings.MQIC_VERSION})
+        yield build
         values = metric_values()
         cases = GaugeMetricFamily("mqic_cases", "Cases by status.", labels=["status"])
         for status, count in values.cases.items():

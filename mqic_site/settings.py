@@ -6,6 +6,7 @@ secret key: a signed django-q2 task is code execution, so a known key is never u
 """
 
 import os
+import tomllib
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# The release, from pyproject.toml (one place): shown in the admin's header and in /metrics.
+MQIC_VERSION = tomllib.loads((BASE_DIR / "pyproject.toml").read_text())["project"]["version"]
 # The installation's private files (the demo's database, secret key and admin password): 0700.
 MQIC_VAR_DIR = Path(os.environ.get("MQIC_VAR_DIR", BASE_DIR / "var"))
 

@@ -26,8 +26,12 @@ def token(settings):
     settings.MQIC_METRICS_TOKEN = TOKEN
 
 
+PROMETHEUS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+
+
 def scrape(client, **headers):
-    return client.get("/metrics", headers=headers)
+    """A scrape as Prometheus makes it (it asks for OpenMetrics)."""
+    return client.get("/metrics", headers={"Accept": PROMETHEUS_ACCEPT, **headers})
 
 
 def samples(response) -> dict[tuple, float]:
@@ -109,3 +113,20 @@ def test_cases_groups_passes_and_hosts_are_counted(client):
     assert found[("mqic_host_consecutive_failures", ("host", "down-host"))] == 4
     assert 29 <= found[("mqic_host_last_contact_age_seconds", ("host", "up-host"))] < 600
     assert all(name.startswith("mqic_") for name, *_ in found)
+
+
+def test_the_release_is_in_metrics_and_in_the_admin(admin_client, plain_static, settings):
+    import tomllib
+
+    from mqic_site.settings import BASE_DIR
+
+    version = tomllib.loads((BASE_DIR / "pyproject.toml").read_text())["project"]["version"]
+    assert version == settings.MQIC_VERSION
+    text = admin_client.get("/metrics", HTTP_ACCEPT="application/openmetrics-text").content.decode()
+    assert f'mqic_build_info{{version="{version}"}} 1.0' in text
+    assert f"MQIC {version} operations" in admin_client.get("/admin/").content.decode()
+
+
+def test_a_browser_is_shown_the_metrics_as_text_not_a_download(admin_client):
+    shown = admin_client.get("/metrics", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert shown["Content-Type"] == "text/plain; charset=utf-8" and b"mqic_cases" in shown.content
