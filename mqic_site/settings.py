@@ -288,6 +288,11 @@ MQIC_PUBLIC_URL = (
 MQIC_NOTIFY_EMAILS = env_list("MQIC_NOTIFY_EMAILS")
 MQIC_NOTIFY_WEBHOOK = os.environ.get("MQIC_NOTIFY_WEBHOOK", "")
 MQIC_NOTIFY_TIMEOUT = float(os.environ.get("MQIC_NOTIFY_TIMEOUT", "5"))
+# Retention (manage.py prune, daily): pass records, the notes of long-ended cases, and delivered
+# notifications go after so many days; a case's row, attempts and status changes stay.
+MQIC_KEEP_PASS_RUNS_DAYS = float(os.environ.get("MQIC_KEEP_PASS_RUNS_DAYS", "14"))
+MQIC_KEEP_CASE_NOTES_DAYS = float(os.environ.get("MQIC_KEEP_CASE_NOTES_DAYS", "90"))
+MQIC_KEEP_NOTIFICATIONS_DAYS = float(os.environ.get("MQIC_KEEP_NOTIFICATIONS_DAYS", "90"))
 # A webhook must be https: a notification names cases and hosts. http only when said so.
 MQIC_NOTIFY_ALLOW_HTTP = env_bool("MQIC_NOTIFY_ALLOW_HTTP", False)
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")

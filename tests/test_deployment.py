@@ -54,6 +54,8 @@ def env_file() -> dict[str, str]:
 def test_the_example_units_pass_systemd_analyze_verify(tmp_path):
     units = sorted(path.name for path in (DEPLOY / "systemd").iterdir())
     assert units == [
+        "mqic-prune.service",
+        "mqic-prune.timer",
         "mqic-qcluster.service",
         "mqic-tick.service",
         "mqic-watcher.service",

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.models import Schedule
@@ -31,7 +32,6 @@ from .isolation import case_errors
 from .transitions import acting_as
 
 log = logging.getLogger("mqic.passes")
-KEEP_RUNS_DAYS = 14
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,8 @@ def _record(kind, actor, started, outcome, summary, *, error="", save=True) -> P
     if save:
         record.save()
         if record.pk % 200 == 0:  # now and then, forget old history
-            PassRun.objects.filter(started_at__lt=started - timedelta(days=KEEP_RUNS_DAYS)).delete()
+            keep = timedelta(days=settings.MQIC_KEEP_PASS_RUNS_DAYS)
+            PassRun.objects.filter(started_at__lt=started - keep).delete()
     return record
 
 
