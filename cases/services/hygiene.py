@@ -139,7 +139,7 @@ def collect(queue: JobQueue, host: HpcHost, attempts: list[Attempt]) -> None:
     now = timezone.now()
     for name, attempt in names.items():
         result = fetched[name]
-        if not result.reached:  # nothing definite: the next pass tries again
+        if not result.reached or result.local:  # nothing definite, or this machine is full: try again
             Attempt.objects.filter(pk=attempt.pk).update(cleanup_started_at=None)
             continue
         if result.ok:

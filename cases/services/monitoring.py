@@ -41,7 +41,7 @@ from .jobs import (
 from .lifecycle import fail, move_and_release, retry_or_fail, still_running, stop_and_fail
 from .logtail import tail_lines
 from .matching import is_stored_task
-from .transitions import record_event
+from .transitions import record_event, record_note_once
 
 S = CaseStatus
 log = logging.getLogger("mqic.monitoring")
@@ -49,6 +49,7 @@ LOG_TAIL_LINES = 50
 LOG_TAIL_MAX_BYTES = 256 << 10
 SKIPPED_SHOWN = 100
 MARKER_MAX_BYTES = 64
+RESULTS_WAIT = "its results could not come home yet: "
 KILLED_LIVES_ON = "the task was killed outside MQIC, but its processes may live on"
 LOST_LIVES_ON = "its task vanished without an exit marker, but processes of it still run"
 # What a monitoring pass reads of a running case: loading only these keeps a pass over
@@ -221,8 +222,11 @@ def give_back_leases(cases: list[Case]) -> None:
 
 def conclude(case: Case, task: PueueTask | None, exit_code: int | None, fetched: FolderResult, report) -> None:
     """End one case from what came home of its folder."""
-    if not fetched.reached:
+    if not fetched.reached or fetched.local:
         give_back_leases([case])  # nothing definite: the next pass tries again
+        if fetched.error:  # this machine's trouble (a full results disk): said once, on the case
+            why = f"{RESULTS_WAIT}{fetched.error}; the job's folder stays on the host, tried again each pass"
+            record_note_once(case.pk, why, kind=RESULTS_WAIT)
         return
     if fetched.skipped:
         record_event(

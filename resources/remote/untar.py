@@ -43,6 +43,7 @@ Standard library only, and no Django: it runs on any Python >= 3.11.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tarfile
 from collections.abc import Mapping
@@ -50,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+LOCAL_FULL = {errno.ENOSPC, errno.EDQUOT}
+"""Errors of writing here that say this machine is full, not that the results are wrong."""
 CHUNK = 1 << 20
 """Read size from the stream: big enough that one large file streams at network speed."""
 
@@ -113,6 +116,9 @@ class FolderResult:
     reached: bool = False
     missing: bool = False
     """The host does not have the folder at all (an error too, but nothing there to keep)."""
+    local: bool = False
+    """This machine could not take it (its disk or quota is full): no fault of the results, nothing
+    definite about them; try again once there is room."""
 
     @property
     def ok(self) -> bool:
@@ -302,9 +308,10 @@ class _Folder:
         self._root: int | None = None
         self._cached: tuple[tuple[str, ...], int] | None = None
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, error: BaseException | None = None) -> None:
         if self.result.error is None:
             self.result.error = reason
+            self.result.local = isinstance(error, OSError) and error.errno in LOCAL_FULL
         self.close()
 
     @property
@@ -472,7 +479,7 @@ class _Run:
         except _OverCap as over:
             folder.fail(str(over))
         except (OSError, ValueError) as error:
-            folder.fail(f"could not create folder {shown(member.name)!r}: {_why(error)}")
+            folder.fail(f"could not create folder {shown(member.name)!r}: {_why(error)}", error)
 
     def _file(self, folder: _Folder, member: _Member, parts: tuple[str, ...], source: _Source) -> None:
         result = folder.result
@@ -500,7 +507,7 @@ class _Run:
             if fd is not None:
                 os.close(fd)
         if problem is not None:
-            folder.fail(f"could not write {shown(member.name)!r}: {_why(problem)}")
+            folder.fail(f"could not write {shown(member.name)!r}: {_why(problem)}", problem)
         else:
             result.files += 1
             result.bytes += member.size
