@@ -62,3 +62,27 @@ def test_a_full_results_disk_makes_the_case_wait_then_it_completes_whole(hpc, sa
     assert monitoring.monitor_pass().completed == ["big"]
     case.refresh_from_db()
     assert (Path(case.result_path) / "big.bin").stat().st_size == 3 * MB
+
+
+def test_a_full_remote_disk_during_the_upload_runs_nothing_and_the_case_waits(hpc, sandbox, mqic_dirs):
+    """The host's disk fills while the case folder goes up: the partial folder is never run, the
+    case waits with the reason, and it runs once the host has room."""
+    base = sandbox.base_dir
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(base)], check=True)
+    try:
+        drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "heavy", "echo ran > out.txt\n", files={"in.bin": b"\1" * 3 * MB})
+        intake.scan()
+        report = submission.submit_pass()
+        case = Case.objects.get(name="heavy")
+        assert (report.started, case.status, case.attempts) == ([], S.SUBMITTED, 0)
+        assert case.last_error.startswith("waiting: could not send") and "No space left" in case.last_error
+        assert sandbox.adds() == [], "no task for a folder that did not arrive whole"
+        subprocess.run(["mount", "-o", "remount,size=64m", str(base)], check=True)
+        assert submission.submit_pass().started == ["heavy"]
+        wait_for(
+            lambda: monitoring.monitor_pass().completed == ["heavy"], 60, "the case to complete", interval=0.3
+        )
+        case.refresh_from_db()
+        assert (Path(case.result_path) / "out.txt").read_text() == "ran\n" and case.last_error == ""
+    finally:
+        subprocess.run(["umount", "-l", str(base)], check=False)

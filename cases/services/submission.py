@@ -202,7 +202,9 @@ def submit_to_host(host: HpcHost, cases: list[Case], report: SubmitReport) -> No
         if adding:
             record_event(case.pk, f"pueue add outcome unknown, left for reconciliation: {link.error}")
             report.unknown.append(case.name)
-        elif give_back(case, f"could not send to {host.name}, will retry: {link.error}"):
+        elif give_back(
+            case, why := f"could not send to {host.name}, will retry: {link.error}", last_error=WAITING + why
+        ):
             report.returned.append(case.name)  # no add was attempted: nothing of it runs remotely
 
 
