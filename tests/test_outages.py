@@ -26,7 +26,7 @@ from cases.services import intake, monitoring, submission
 from tests.support.cases import drop_case
 from tests.support.processes import django_env, manage
 from tests.support.sshd import free_port
-from tests.support.system import wait_for
+from tests.support.system import running_system, wait_for
 
 S = CaseStatus
 MB = 1 << 20
@@ -217,3 +217,32 @@ def test_tick_carries_on_when_the_database_is_away_for_a_while(monkeypatch):
     with pytest.raises(Enough):
         call_command("tick", stdout=out)
     assert out.getvalue().splitlines() == ["enqueued monitor", "enqueued submit"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_restarting_with_passes_queued_loses_no_case(hpc, sandbox, mqic_dirs, tmp_path):
+    """The broker (a Redis of the test's own, without persistence) restarts while passes wait in
+    its queue, which is then empty: tick enqueues again what has work, and every case completes."""
+    port = free_port()
+    server = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    redis_process = subprocess.Popen(server, stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        ping = ["redis-cli", "-p", str(port), "ping"]
+        wait_for(lambda: subprocess.run(ping, capture_output=True).returncode == 0, 10, "redis")
+        mqic_dirs.MQIC_QUIET_SECONDS = 2
+        names = [f"case{n}" for n in range(6)]
+        with running_system(mqic_dirs, log_dir=tmp_path, MQIC_Q_BROKER="redis", MQIC_REDIS_URL=url):
+            for name in names:
+                drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, name, "sleep 1; echo ok > out.txt\n")
+            wait_for(lambda: Case.objects.filter(status=S.RUNNING).exists(), 120, "a case to run")
+            redis_process.kill()
+            redis_process.wait()
+            redis_process = subprocess.Popen(server, stdout=subprocess.DEVNULL)
+            completed = Case.objects.filter(name__in=names, status=S.COMPLETED)
+            wait_for(lambda: completed.count() == len(names), 300, "every case to complete")
+        labels = [a["label"] for a in sandbox.adds()]
+        assert len(labels) == len(set(labels)) == len(names), "each case added once"
+    finally:
+        redis_process.kill()
+        redis_process.wait()
