@@ -3,7 +3,6 @@
 again, must never hand the GPU group on while they may live, and each attempt works in a folder
 of its own, so a late writer never touches the next attempt."""
 
-import os
 import re
 import time
 from pathlib import Path
@@ -15,36 +14,20 @@ from cases.services import intake, monitoring, submission
 from cases.services.jobs import EXIT_MARKER
 from resources.jobqueue import JobQueue, Sweep
 from resources.models import GpuGroup
-from tests.support.cases import drop_case
+from tests.support.cases import busy_case, drop_case
 from tests.support.hpc import make_hpc_host
+from tests.support.processes import alive
 from tests.support.system import wait_for
 
 S = CaseStatus
 pytestmark = pytest.mark.django_db
-
-# Writes its pid, then keeps writing into its folder: a job that outlives its pueue task.
-BUSY = "echo $$ > job.pid; while true; do date +%s%N > heartbeat; sleep 0.2; done\n"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
 @pytest.fixture
 def busy(sshd, remote, mqic_dirs):
     """On the stand-in and on real pueue 4.0.4: both keep a killed daemon's tasks running."""
     make_hpc_host(sshd, remote)
-    drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "busy", BUSY)
-    intake.scan()
-    submission.submit_pass()
-    case = Case.objects.get(name="busy")
-    pid_file = Path(case.remote_dir) / "job.pid"
-    wait_for(pid_file.exists, 10, "the job to start")
-    return case, int(pid_file.read_text())
+    return busy_case(mqic_dirs.MQIC_NEW_CASES_DIR)
 
 
 def test_the_old_processes_are_ended_before_the_case_runs_again(busy, remote):

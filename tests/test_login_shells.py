@@ -11,7 +11,6 @@ pids of the process sweep, so leftovers lived on and the case ran a second time 
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -22,13 +21,12 @@ from cases.models import Attempt, Case, CaseEvent, CaseStatus
 from cases.services import intake, monitoring, reconciliation, submission
 from resources.models import GpuGroup, HpcHost
 from tests.support.accounts import SHELLS, ShellAccount
-from tests.support.cases import drop_case
+from tests.support.cases import busy_case, drop_case
 from tests.support.hpc import GROUPS, RealPueue, make_hpc_host
-from tests.support.system import wait_for
+from tests.support.processes import alive
 
 S = CaseStatus
 pytestmark = [pytest.mark.real_pueue, pytest.mark.django_db]
-BUSY = "echo $$ > job.pid; while true; do date +%s%N > heartbeat; sleep 0.2; done\n"
 UNFINISHED = (S.SUBMITTED, S.SUBMITTING, S.RUNNING)
 
 
@@ -110,25 +108,11 @@ def test_cases_run_end_and_leave_nothing_on_the_host(site, mqic_dirs):
     assert GpuGroup.objects.filter(holder_id__isnull=False).count() == 0
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-
-
 def test_after_a_pueued_restart_the_old_processes_are_ended_and_the_case_runs_once_more(site, mqic_dirs):
     """pueued SIGKILLed and started again calls its task Killed while the job goes on: the process
     sweep must end every process of the attempt (several pids at once) before the case runs again,
     and then the case runs once, in a new folder, to its end."""
-    drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "busy", BUSY)
-    intake.scan()
-    submission.submit_pass()
-    case = Case.objects.get(name="busy")
-    pid_file = Path(case.remote_dir) / "job.pid"
-    wait_for(pid_file.exists, 30, "the job to start")
-    pid = int(pid_file.read_text())
+    case, pid = busy_case(mqic_dirs.MQIC_NEW_CASES_DIR)
     site.remote.restart()
     assert site.remote.status()["tasks"][str(case.pueue_task_id)]["status"]["Done"]["result"] == "Killed"
     assert alive(pid)

@@ -41,3 +41,18 @@ def running_case(inbox: Path, name: str = "sim", script: str = PARTIAL_JOB):
     case = Case.objects.get(name=name)
     assert case.last_seen_task["status"] == "running"
     return case
+
+
+def busy_case(inbox: Path, name: str = "busy", timeout: float = 30) -> tuple[Case, int]:
+    """Drop, register and submit a case whose job outlives its task (``processes.BUSY``); once the
+    job has started, the case and the job's pid."""
+    from .processes import BUSY
+    from .system import wait_for
+
+    drop_case(inbox, name, BUSY)
+    intake.scan()
+    submission.submit_pass()
+    case = Case.objects.get(name=name)
+    pid_file = Path(case.remote_dir) / "job.pid"
+    wait_for(pid_file.exists, timeout, "the job to start")
+    return case, int(pid_file.read_text())

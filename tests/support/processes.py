@@ -57,3 +57,16 @@ def processes_with(entry: str) -> list[Path]:
         except OSError:
             continue
     return found
+
+
+BUSY = "echo $$ > job.pid; while true; do date +%s%N > heartbeat; sleep 0.2; done\n"
+"""A job that writes its pid, then keeps writing into its folder: one that outlives its pueue task."""
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
