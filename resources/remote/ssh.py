@@ -4,7 +4,9 @@ A new connection costs about three exec channels (~277 ms against ~85 ms on loop
 docs/sshd-on-loopback.md), so each process keeps one connection per target
 and opens an exec channel per command. Anything that leaves us unsure what happened on the
 remote side becomes ``OutcomeUnknown`` and drops the connection, so the next call starts
-clean. Host keys are always verified; nothing is ever trusted on first use.
+clean. Host keys are always verified; nothing is ever trusted on first use, jump hosts'
+included (``SshTarget.jumps``: each reached through ``direct-tcpip`` channels of the one before).
+Every command goes to the host's ``sh`` in a frame (``script``), whatever the login shell.
 
 Each command runs with four small worker threads (start + stdin, stdout, stderr, exit
 status) while the calling thread watches the clock: reading both streams at once is what
@@ -67,10 +69,6 @@ class Hop:
     port: int = 22
     username: str | None = None
     """None: the target's user."""
-
-    def __str__(self) -> str:
-        user = f"{self.username}@" if self.username else ""
-        return f"{user}{self.hostname}:{self.port}"
 
 
 @dataclass(frozen=True)
