@@ -228,33 +228,41 @@ def check_health(host: HpcHost) -> Outcome:
     return Outcome(True, f"{host.name} answers: pueue {version}")
 
 
-def check_host_key(host: HpcHost) -> hostkeys.KeyCheck:
-    """Fetch the offered key and compare it (raises ``OutcomeUnknown`` when the host cannot be reached)."""
-    return hostkeys.check(host, hostkeys.offered_key(host))
+def on_route(host: HpcHost, hop: int | None):
+    """What a key check is about: the host, or its jump host number ``hop`` (from 0)."""
+    return host if hop is None else hostkeys.jump_hosts(host)[hop]
 
 
-def trust_host_key(host: HpcHost, confirmed: str, *, replace: bool = False) -> Outcome:
-    """Trust the key the host offers, if it is still the one the operator confirmed.
+def check_host_key(host: HpcHost, hop: int | None = None) -> hostkeys.KeyCheck:
+    """Fetch the key the host (or its jump host ``hop``) offers and compare it (raises
+    ``OutcomeUnknown`` when it cannot be reached)."""
+    return hostkeys.check(on_route(host, hop), hostkeys.offered_key(host, hop))
+
+
+def trust_host_key(host: HpcHost, confirmed: str, *, replace: bool = False, hop: int | None = None) -> Outcome:
+    """Trust the key the host (or its jump host ``hop``) offers, if it is still the one the
+    operator confirmed.
 
     The key is fetched again: a key that changed between the look and the click is never
     trusted on the strength of the earlier look. A mismatch needs ``replace``.
     """
     if host.is_local:
         return refused(f"{host.name} runs on this machine: no SSH key is involved", "info")
+    seen = on_route(host, hop)
     try:
-        key = hostkeys.offered_key(host)
+        key = hostkeys.offered_key(host, hop)
     except RemoteError as error:
-        return refused(f"could not fetch the key of {host.name}: {error}", "error")
+        return refused(f"could not fetch the key of {seen.name}: {error}", "error")
     if key.fingerprint != confirmed:
         return refused(
-            f"{host.name} now offers {key.fingerprint}, not the {confirmed} you confirmed: nothing trusted",
+            f"{seen.name} now offers {key.fingerprint}, not the {confirmed} you confirmed: nothing trusted",
             "error",
         )
     try:
-        changed = hostkeys.trust(host, key, replace=replace)
+        changed = hostkeys.trust(seen, key, replace=replace)
     except ChangedHostKey as error:
         return refused(str(error), "error")
     if not changed:
-        return refused(f"{host.name}: {key.fingerprint} was already trusted", "info")
+        return refused(f"{seen.name}: {key.fingerprint} was already trusted", "info")
     where = f"in {host.known_hosts_path}" if host.known_hosts_path else "on its row"
-    return Outcome(True, f"{host.name}: now trusting {key.key_type} {key.fingerprint} ({where})")
+    return Outcome(True, f"{seen.name}: now trusting {key.key_type} {key.fingerprint} ({where})")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 
 from cases.models import Case, CaseStatus
 from cases.services import intake, monitoring, submission
@@ -99,3 +100,16 @@ def test_a_jump_hosts_key_is_never_trusted_on_first_use(route, box, mqic_dirs, t
     assert gateway_key in known.read_text()
     assert "this key is already trusted" in said, "the target's own key was known already"
     assert all(f.ok for f in operations.check_site(host))
+
+
+def test_the_admins_key_page_shows_and_trusts_each_hop(route, box, tmp_path, admin_client, plain_static):
+    known = tmp_path / "known_hosts"
+    known.write_text(route.target.known_hosts.read_text())
+    host = make_hpc_host(route.target, box, known_hosts_path=str(known), proxy_jump=route.proxy_jump)
+    url = reverse("admin:resources_hpchost_trust", args=[host.pk])
+    page = admin_client.get(url + "?hop=0")
+    gateway_fp = page.context["check"].offered.fingerprint
+    assert page.context["check"].state == "new" and "jump host 1: 127.0.0.1" in page.content.decode()
+    admin_client.post(url, {"fingerprint": gateway_fp, "hop": "0"})
+    assert route.gateway_server.host_key.split()[1] in known.read_text(), "the hop's key, in known_hosts"
+    assert admin_client.get(url).context["check"].state == "trusted", "then the host itself, through it"
