@@ -134,3 +134,23 @@ def test_sync_takes_no_group_whose_name_breaks_the_rule(sshd, bare):
     assert set(GpuGroup.objects.values_list("pueue_group", flat=True)) == {"default", "gpu_c"}
     said = outcome.message
     assert "ignored pueue groups whose names MQIC does not accept" in said and hostile in said
+
+
+@pytest.mark.real_pueue
+def test_real_pueue_refusing_its_configuration_is_a_certain_answer(sshd, mqic_dirs):
+    """``-c`` naming a file pueue cannot read: real pueue 4.0.4 says "Failed to read configuration"
+    before it contacts any daemon, so no task can exist and the case waits again at once."""
+    remote = RealPueue(groups={"gpu_a": 1, "gpu_b": 1})
+    try:
+        command = f"{remote.bin_dir / 'pueue'} -c /nonexistent/pueue.yml"
+        host = make_hpc_host(sshd, remote, pueue_command=command)
+        drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "c", "echo ok\n")
+        intake.scan()
+        report = submission.submit_pass()
+        case = Case.objects.get(name="c")
+        assert (report.unknown, case.status, case.attempts) == ([], S.SUBMITTED, 0)
+        assert "Failed to read configuration" in case.events.last().reason
+        host.refresh_from_db()
+        assert "Failed to read configuration" in host.last_error
+    finally:
+        remote.cleanup()
