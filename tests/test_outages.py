@@ -188,6 +188,7 @@ def test_postgresql_restarting_mid_run_loses_nothing_and_every_process_carries_o
         pg.close()
 
 
+@pytest.mark.django_db
 def test_tick_carries_on_when_the_database_is_away_for_a_while(monkeypatch):
     """A query of tick's fails while the database restarts: tick says so and looks again, rather
     than ending (under honcho, one process ending stops them all)."""
