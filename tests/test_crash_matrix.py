@@ -29,9 +29,11 @@ EVERY_POINT = [
     pytest.param("sandbox", marks=pytest.mark.engine),
     pytest.param("real", marks=pytest.mark.real_pueue),
 ]
+SOAK = [pytest.mark.slow, pytest.mark.timeout(5400)]
+"""Eleven points ten times over, two workers each: far past the suite's five minutes per test."""
 CONFIGURATIONS = [
-    pytest.param("sandbox", 10, marks=[pytest.mark.engine, pytest.mark.slow]),
-    pytest.param("real", 10, marks=[pytest.mark.real_pueue, pytest.mark.slow]),
+    pytest.param("sandbox", 10, marks=[pytest.mark.engine, *SOAK]),
+    pytest.param("real", 10, marks=[pytest.mark.real_pueue, *SOAK]),
 ]
 DATA = {"data.bin": b"\0" * 200_000}
 HYGIENE = ("before_cleanup", "mid_collect", "after_cleanup")
