@@ -33,6 +33,7 @@ SCENARIOS = {
     8: "hygiene_state",
     9: "lifecycle",
     10: "far",
+    11: "year",
 }
 RESULTS = env.REPO / "bench-results"
 
