@@ -36,7 +36,8 @@ from pathlib import Path
 
 MARKER = "MQIC_REAL_PUEUE_ROOT"
 MAX_SOCKET_PATH = 100
-READY_TIMEOUT = 15.0
+READY_TIMEOUT = 60.0
+"""How long a starting pueued may take to answer: generous, since a loaded 2-core machine is slow to start it."""
 HANG_SECONDS = 3600
 
 CONFIG = """\

@@ -24,7 +24,7 @@ from resources.remote.ssh import SshTarget
 
 SSHD = Path("/usr/sbin/sshd")
 LOOPBACK = "127.0.0.1"
-START_TIMEOUT = 10.0
+START_TIMEOUT = 30.0
 
 
 def ensure_sshd_installed() -> None:
