@@ -15,8 +15,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 from io import StringIO
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -159,7 +161,13 @@ def test_postgresql_restarting_mid_run_loses_nothing_and_every_process_carries_o
     )
     processes = []
     try:
-        for setup in (["migrate", "--verbosity", "0"], ["configure_hpc", "--offline"], ["setup_schedules"]):
+        setups = (
+            ["migrate", "--verbosity", "0"],
+            ["createcachetable"],
+            ["configure_hpc", "--offline"],
+            ["setup_schedules"],
+        )
+        for setup in setups:
             manage(*setup, env=env, stdout=subprocess.DEVNULL).wait(timeout=300)
         for command in (["qcluster"], ["watch_cases"], ["tick", "--every", "0.5"]):
             out = open(tmp_path / f"{command[0]}.log", "ab")  # noqa: SIM115 - closed at the end
@@ -247,3 +255,26 @@ def test_redis_restarting_with_passes_queued_loses_no_case(hpc, sandbox, mqic_di
     finally:
         redis_process.kill()
         redis_process.wait()
+
+
+@pytest.mark.django_db
+def test_the_watcher_carries_on_when_the_database_is_away_for_a_while(monkeypatch, tmp_path):
+    """The watcher died here when PostgreSQL restarted under it ("the database system is shutting
+    down"), and with it every process honcho runs beside it."""
+    from django.db import OperationalError
+
+    from cases.services import watcher
+
+    stop = threading.Event()
+    scans = []
+
+    def run(kind, **options):
+        scans.append(kind)
+        if len(scans) == 1:
+            raise OperationalError("the database system is shutting down")
+        stop.set()
+        return SimpleNamespace(report=SimpleNamespace(registered=[], rejected=[]), summary="")
+
+    monkeypatch.setattr(watcher.passes, "run", run)
+    watcher.watch(tmp_path, polling=True, say=lambda text: None, stop=stop)
+    assert scans == ["scan", "scan"], "it scanned again after the database came back"

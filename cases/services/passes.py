@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.models import Schedule
@@ -110,6 +112,19 @@ def _record(kind, actor, started, outcome, summary, *, error="", save=True) -> P
             keep = timedelta(days=settings.MQIC_KEEP_PASS_RUNS_DAYS)
             PassRun.objects.filter(started_at__lt=started - keep).delete()
     return record
+
+
+@contextmanager
+def database_may_be_away(what: str) -> Iterator[None]:
+    """For the long-running loops (tick, the watcher): a database that restarts or is away for a
+    while ends one round of the loop, not the process (under honcho one process ending stops them
+    all); the connection it broke is dropped, and the next round makes a new one."""
+    try:
+        yield
+    except DatabaseError as error:
+        log.warning("%s: the database did not answer (%s); trying again", what, error)
+    finally:
+        close_old_connections()
 
 
 def enqueue(kind: str) -> None:

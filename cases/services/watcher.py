@@ -39,9 +39,15 @@ def watch(inbox: Path, *, polling: bool = False, say=print, stop: threading.Even
             changed.wait(timeout=max(1.0, settings.MQIC_QUIET_SECONDS))
             changed.clear()
             close_old_connections()
-            run = passes.run("scan", trigger="watcher", inbox=inbox)
-            if run.report.registered or run.report.rejected:
-                say(run.summary)
+            scanned = False
+            with passes.database_may_be_away("watcher"):
+                run = passes.run("scan", trigger="watcher", inbox=inbox)
+                scanned = True
+                if run.report.registered or run.report.rejected:
+                    say(run.summary)
+            if not scanned:  # the database is away: look again in a moment, whatever changed
+                changed.set()
+                stop.wait(1.0)
     finally:
         observer.stop()
         observer.join()

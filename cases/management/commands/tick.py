@@ -1,12 +1,8 @@
-import logging
 import time
 
 from django.core.management.base import BaseCommand
-from django.db import DatabaseError, close_old_connections
 
 from cases.services import passes
-
-log = logging.getLogger("mqic.tick")
 
 
 class Command(BaseCommand):
@@ -17,11 +13,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, every=3.0, **options):
         while True:
-            try:
+            with passes.database_may_be_away("tick"):
                 if due := passes.enqueue_due():
                     self.stdout.write(f"enqueued {', '.join(due)}")
-            except DatabaseError as error:  # the database restarted or is away: look again later
-                log.warning("tick: the database did not answer (%s); trying again", error)
-            finally:
-                close_old_connections()  # a connection broken by a restart is dropped, a new one made
             time.sleep(every)
