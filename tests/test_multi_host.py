@@ -114,6 +114,9 @@ def test_an_unreachable_host_holds_up_no_other_host_in_a_submission_pass(inbox, 
             "case0": S.SUBMITTED,
             "case1": S.SUBMITTED,
         }, "nothing was sent to alpha: its cases are simply back in the queue"
+        wait_for(  # the listener's thread notes the close when it reads the end of the stream
+            lambda: silent.connections[0][1] is not None, timeout=30, message="alpha's connection to be closed"
+        )
         opened, closed = silent.connections[0]
         for name, at in moved_at(good, S.RUNNING).items():
             assert opened < at < closed, f"{name} was added while alpha's connect was still open"
