@@ -48,6 +48,16 @@ class Case(models.Model):
         "remote label", max_length=128, unique=True, null=True, blank=True, help_text="The pueue label."
     )
 
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="cases",
+        help_text="Whose case it is (the user folder of a per-user inbox); none: the operators'. "
+        "A user who owns cases is deactivated, not deleted: the cases and their GPU time keep their owner.",
+    )
+
     wanted_host = models.CharField(
         max_length=64, blank=True, help_text="The host its folder asks for (services/placement.py); empty: any."
     )
@@ -99,6 +109,7 @@ class Case(models.Model):
             ("mark_failed_case", "Can mark a case failed and release its GPU group"),
             ("reconcile_case", "Can run a reconciliation pass now"),
             ("manage_orphans", "Can kill or adopt orphan remote tasks"),
+            ("view_all_cases", "Can see every owner's cases (an operator); without it, only one's own"),
         ]
 
     def __str__(self):

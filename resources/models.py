@@ -143,6 +143,12 @@ class GpuGroup(models.Model):
     def __str__(self):
         return self.name
 
+    @property
+    def device_count(self) -> int:
+        """How many GPUs a job of this group holds: the devices listed, 1 where none are given.
+        GPU time (accounting, fair share) is run time times this."""
+        return max(1, len([d for d in self.devices.split(",") if d.strip()]))
+
 
 class HostSlot(models.Model):
     """One of a host's connection slots: at most ``MQIC_HOST_MAX_CONNECTIONS`` contacts with a
