@@ -24,10 +24,12 @@ S = CaseStatus
 # Every legal move of a case. ``None`` is "not registered yet". A move back to
 # ``submitted`` is a retry: by the reconciler when nothing ran remotely, or by a user.
 # ``submitted`` to ``failed`` is a case that could never be sent (its folder went bad).
+# ``submitted`` or ``submitting`` to ``completed``: the database was restored from a backup taken
+# before the case ran, and its results are home (``services/restore.py``).
 TRANSITIONS: dict[str | None, frozenset[str]] = {
     None: frozenset({S.SUBMITTED, S.REJECTED}),
-    S.SUBMITTED: frozenset({S.SUBMITTING, S.CANCELLED, S.FAILED}),
-    S.SUBMITTING: frozenset({S.RUNNING, S.SUBMITTED, S.FAILED, S.CANCELLED}),
+    S.SUBMITTED: frozenset({S.SUBMITTING, S.CANCELLED, S.FAILED, S.COMPLETED}),
+    S.SUBMITTING: frozenset({S.RUNNING, S.SUBMITTED, S.FAILED, S.CANCELLED, S.COMPLETED}),
     S.RUNNING: frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.SUBMITTED}),
     S.FAILED: frozenset({S.SUBMITTED}),
     S.CANCELLED: frozenset({S.SUBMITTED}),
@@ -84,6 +86,11 @@ class Case(models.Model):
         null=True, blank=True, help_text="When the running task was first found gone from pueue."
     )
 
+    restore_check = models.BooleanField(
+        default=False,
+        help_text="Waiting, but not sent until every host was asked for a run of it that the database "
+        "does not know (set by after_restore: the database was restored from a backup).",
+    )
     attempts = models.PositiveIntegerField(default=0, help_text="How many times a pueue add was tried.")
     error_count = models.PositiveSmallIntegerField(
         default=0, help_text="Unexpected errors in a row while in this status (a pass gives up after a few)."

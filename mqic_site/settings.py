@@ -293,6 +293,9 @@ MQIC_NOTIFY_TIMEOUT = float(os.environ.get("MQIC_NOTIFY_TIMEOUT", "5"))
 MQIC_KEEP_PASS_RUNS_DAYS = float(os.environ.get("MQIC_KEEP_PASS_RUNS_DAYS", "14"))
 MQIC_KEEP_CASE_NOTES_DAYS = float(os.environ.get("MQIC_KEEP_CASE_NOTES_DAYS", "90"))
 MQIC_KEEP_NOTIFICATIONS_DAYS = float(os.environ.get("MQIC_KEEP_NOTIFICATIONS_DAYS", "90"))
+# How long a host keeps the trace of each cleaned-up attempt (an empty file): the age of a database
+# backup that can be restored without a case whose results were moved away being run again.
+MQIC_KEEP_REMOTE_TRACES_DAYS = float(os.environ.get("MQIC_KEEP_REMOTE_TRACES_DAYS", "30"))
 # A webhook must be https: a notification names cases and hosts. http only when said so.
 MQIC_NOTIFY_ALLOW_HTTP = env_bool("MQIC_NOTIFY_ALLOW_HTTP", False)
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .connections import result_limits, upload_limits
+from .remote.download import read_origin
 from .remote.errors import BadOutput, CommandFailed, OutcomeUnknown, RemoteError
 from .remote.manifest import FolderManifest, scan_folder
 from .remote.manifest import UnsafeCaseFolder as UnsafeFolder
@@ -23,6 +24,7 @@ from .remote.transport import ProgressCallback, Transport, while_waiting
 from .remote.untar import FolderResult
 
 __all__ = [
+    "TRACES",
     "AddResult",
     "AddSpec",
     "BadOutput",
@@ -42,9 +44,11 @@ __all__ = [
     "TaskNotFound",
     "TaskResult",
     "TaskStatus",
+    "Traces",
     "UnknownGroup",
     "UnsafeFolder",
     "list_folder",
+    "read_origin",
     "while_waiting",
 ]
 
@@ -53,6 +57,20 @@ def list_folder(local_dir: Path) -> FolderManifest:
     """A local folder as it would be sent, or ``UnsafeFolder`` saying why it cannot be (a link
     out, a fifo, gone, past the upload caps). The one rule for what may leave this machine."""
     return scan_folder(local_dir, upload_limits())
+
+
+TRACES = ".mqic-cleaned"
+"""A folder of the base directory where each cleaned-up attempt leaves an empty file named after
+its folder: proof, for a while, that the attempt ran and its results came home, even once its task
+and folder are gone (a database restored from a backup would otherwise know nothing of it)."""
+
+
+@dataclass(frozen=True)
+class Traces:
+    """What the host holds of one label's attempts: their folders, and the traces of the cleaned ones."""
+
+    folders: frozenset[str] = frozenset()
+    cleaned: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -237,18 +255,67 @@ class JobQueue:
         lines = self._call(self.transport.run, script, timeout=SWEEP_GRACE_SECONDS * len(values) + 30)
         return _sweeps(script, lines, values)
 
-    def tidy(self, tasks: list[int], remote_base: str, folders: list[str]) -> None:
-        """Remove these finished tasks from pueue and delete these folders of ``remote_base``, in one
-        round trip; ``CommandFailed`` unless both went through. Repeating it is harmless: a caller
-        asks only for tasks the state still shows, and ``rm -rf`` of a missing folder does nothing."""
+    def tidy(self, tasks: list[int], remote_base: str, folders: list[str], *, keep_traces_days: float) -> None:
+        """Remove these finished tasks from pueue and delete these folders of ``remote_base``, each
+        leaving its trace (``TRACES``), in one round trip; ``CommandFailed`` unless all went
+        through. Traces older than ``keep_traces_days`` go. Repeating it is harmless: a caller asks
+        only for tasks the state still shows, and ``rm -rf`` of a missing folder does nothing."""
         for name in folders:
-            if not name or "/" in name or name in {".", ".."}:
-                raise ValueError(f"not a folder name of the base directory: {name!r}")
+            _check_folder_name(name)
         removed = f"{self._client.remove_command(tasks)} >/dev/null; r=$?" if tasks else "r=0"
         names = " ".join(shlex.quote(name) for name in folders)
-        deleted = f"cd -- {shlex.quote(remote_base)} && rm -rf -- {names}; d=$?" if folders else "d=0"
+        traces = " ".join(shlex.quote(f"{TRACES}/{name}") for name in folders)
+        deleted = (
+            f"cd -- {shlex.quote(remote_base)} && rm -rf -- {names} && mkdir -p {TRACES} && touch -- {traces}"
+            f"; d=$?; find {TRACES} -type f -mtime +{int(keep_traces_days)} -exec rm -f -- {{}} + 2>/dev/null"
+            if folders
+            else "d=0"
+        )
         script = f'{removed}; {deleted}; [ "$r" -eq 0 ] && [ "$d" -eq 0 ]'
         self._call(self.transport.run, script).check(script)
+
+    def traces(self, remote_base: str, labels: list[str]) -> dict[str, Traces]:
+        """Per label, the attempt folders of ``remote_base`` named ``<label>.<token>`` and the
+        traces of those cleaned up, in one round trip. An answer that does not cover every label is
+        ``BadOutput``: "could not ask" never reads as "nothing there"."""
+        if not labels:
+            return {}
+        for label in labels:
+            _check_folder_name(label)
+        quoted = " ".join(shlex.quote(label) for label in labels)
+        script = (
+            f"cd -- {shlex.quote(remote_base)} || exit 1\n"
+            f"for l in {quoted}; do\n"
+            '  for f in "$l".*; do [ -d "$f" ] && printf \'folder %s %s\\n\' "$l" "$f"; done\n'
+            f'  for f in {TRACES}/"$l".*; do [ -f "$f" ] &&'
+            f' printf \'cleaned %s %s\\n\' "$l" "${{f#{TRACES}/}}"; done\n'
+            "  printf 'asked %s\\n' \"$l\"\n"
+            "done\n"
+        )
+        result = self._call(self.transport.run, script)
+        found: dict[str, dict[str, set[str]]] = {label: {"folder": set(), "cleaned": set()} for label in labels}
+        asked = set()
+        for line in result.check(script).stdout.splitlines():
+            words = line.split(" ")
+            if words[0] == "asked" and len(words) == 2:
+                asked.add(words[1])
+            elif (
+                len(words) == 3
+                and words[0] in ("folder", "cleaned")
+                and words[1] in found
+                and words[2].startswith(f"{words[1]}.")
+            ):
+                found[words[1]][words[0]].add(words[2])
+        if asked != set(labels):
+            error = BadOutput(f"the traces answered for {len(asked)} of {len(labels)} labels")
+            self._observe(error)
+            raise error
+        return {label: Traces(frozenset(f["folder"]), frozenset(f["cleaned"])) for label, f in found.items()}
+
+
+def _check_folder_name(name: str) -> None:
+    if not name or "/" in name or name in {".", ".."} or "\n" in name or " " in name:
+        raise ValueError(f"not a folder name of the base directory: {name!r}")
 
 
 def _sweep_script(variable: str, values: list[str]) -> str:

@@ -52,23 +52,30 @@ def free_groups(*, host: HpcHost | None = None, host_name: str = "", group_name:
     return list(candidates.select_related("host").order_by("lease_generation", "name"))
 
 
-def take_group(group: GpuGroup, holder_id: int) -> bool | None:
+def take_group(group: GpuGroup, holder_id: int, *, lifting: str = "") -> bool | None:
     """Assign ``group`` to ``holder_id`` if it is still free as read (the same lease generation);
     on success ``group`` carries its new generation. ``False``: a peer took it meanwhile.
-    ``None``: the holder already holds a group (a peer placed it), so it gets no second one."""
+    ``None``: the holder already holds a group (a peer placed it), so it gets no second one.
+    ``lifting``: a block whose reason starts so is lifted by the same update (the holder is the
+    very work it was blocked for)."""
     now = timezone.now()
+    unblocked = Q(blocked_reason="") | Q(blocked_reason__startswith=lifting) if lifting else Q(blocked_reason="")
     try:
         with transaction.atomic():
             still_free = GpuGroup.objects.filter(
+                unblocked,
                 pk=group.pk,
                 status=Status.AVAILABLE,
-                blocked_reason="",
                 retired=False,
                 lease_generation=group.lease_generation,
             )
             next_lease = F("lease_generation") + 1
             won = still_free.update(
-                status=Status.ASSIGNED, holder_id=holder_id, lease_generation=next_lease, assigned_at=now
+                status=Status.ASSIGNED,
+                holder_id=holder_id,
+                lease_generation=next_lease,
+                assigned_at=now,
+                blocked_reason="",
             )
     except IntegrityError:
         return None

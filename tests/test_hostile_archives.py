@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resources.remote.download import remove_tree
+from resources.remote.download import ORIGIN, read_origin, remove_tree
 from resources.remote.local import LocalTransport
 from resources.remote.manifest import ScanLimits, UnsafeCaseFolder, scan_folder
 from resources.remote.tarstream import write_folders
@@ -491,8 +491,31 @@ def test_old_results_and_staging_thousands_of_levels_deep_are_removed_and_replac
     results = LocalTransport().download_folders(str(host), world.dests, staging_keys={"c": "7"}, limits=Limits())
 
     assert results["c"].ok, results["c"].error
-    assert tree(dest) == {"new.txt": tree(dest)["new.txt"]}
+    assert sorted(tree(dest)) == [ORIGIN, "new.txt"]
     assert sorted(os.listdir(world.results)) == ["dest-c"]  # no staging and no old results left
+    assert world.around() == world.before
+
+
+@pytest.mark.parametrize("kind", ["file", "folder", "link"])
+def test_the_origin_of_results_is_written_by_mqic_whatever_the_job_left_under_that_name(deep_tmp, kind):
+    """Results at home name the remote folder they came from (a restored database tells by it
+    which attempt they belong to); a job's own ``.mqic_origin`` cannot speak for another attempt."""
+    world = World(deep_tmp / "w")
+    host = deep_tmp / "host"
+    (host / "c").mkdir(parents=True)
+    forged = host / "c" / ORIGIN
+    if kind == "file":
+        forged.write_text("mqic_other_1.0123456789abcdef\n")
+    elif kind == "folder":
+        (forged / "deep").mkdir(parents=True)
+    else:
+        forged.symlink_to(world.top / "a")
+
+    results = LocalTransport().download_folders(str(host), world.dests, staging_keys={"c": "7"}, limits=Limits())
+
+    assert results["c"].ok, results["c"].error
+    assert (world.dests["c"] / ORIGIN).read_text() == "c\n"
+    assert read_origin(world.dests["c"]) == "c"
     assert world.around() == world.before
 
 

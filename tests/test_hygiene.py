@@ -4,6 +4,7 @@ and sandbox pueue."""
 
 import html
 import os
+import posixpath
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ from django.utils import timezone
 from cases.models import Attempt, Case, CaseStatus
 from cases.services import hygiene, intake, monitoring, operations, reconciliation, submission
 from cases.services.labels import label_prefix
+from resources.jobqueue import TRACES
 from tests.support.cases import drop_case
 from tests.support.system import wait_for
 from tests.support.users import user_with
@@ -52,7 +54,10 @@ def test_a_finished_case_leaves_nothing_on_its_host(hpc, sandbox, mqic_dirs, cli
     done, broken = finished(mqic_dirs, "echo ok > out.txt\n", "exit 3\n")
     assert (done.status, broken.status) == (S.COMPLETED, S.FAILED)
     assert our_tasks(sandbox) == [], "their pueue tasks are removed"
-    assert os.listdir(hpc.base_dir) == [], "their folders are deleted"
+    assert os.listdir(hpc.base_dir) == [TRACES], "their folders are deleted, each leaving its trace"
+    assert sorted(os.listdir(os.path.join(hpc.base_dir, TRACES))) == sorted(
+        posixpath.basename(a.remote_dir) for a in Attempt.objects.filter(case__in=[done, broken])
+    )
     assert (mqic_dirs.MQIC_RESULTS_DIR / done.name / "out.txt").read_text() == "ok\n", (
         "after the results came home"
     )

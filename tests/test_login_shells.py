@@ -19,6 +19,7 @@ import pytest
 
 from cases.models import Attempt, Case, CaseEvent, CaseStatus
 from cases.services import intake, monitoring, reconciliation, submission
+from resources.jobqueue import TRACES
 from resources.models import GpuGroup, HpcHost
 from tests.support.accounts import SHELLS, ShellAccount
 from tests.support.cases import busy_case, drop_case
@@ -99,7 +100,8 @@ def test_cases_run_end_and_leave_nothing_on_the_host(site, mqic_dirs):
     assert cleaned.count() == 2, list(CaseEvent.objects.values_list("reason", flat=True))
     # What MQIC recorded as removed is removed: no task in pueue, no folder on the host.
     assert site.remote.status()["tasks"] == {}
-    assert list(site.remote.base_dir.iterdir()) == []
+    assert [p.name for p in site.remote.base_dir.iterdir()] == [TRACES], "only the traces of the cleaned attempts"
+    assert len(list((site.remote.base_dir / TRACES).iterdir())) == 2
     site.host.refresh_from_db()
     assert site.host.consecutive_failures == 0 and not site.host.last_error
     assert good.last_error == "" and "5" in bad.last_error
@@ -124,4 +126,4 @@ def test_after_a_pueued_restart_the_old_processes_are_ended_and_the_case_runs_on
     case.refresh_from_db()
     assert case.status == S.COMPLETED and (Path(case.result_path) / "out.txt").read_text() == "second\n"
     assert Attempt.objects.filter(case=case).count() == 2
-    assert site.remote.status()["tasks"] == {} and list(site.remote.base_dir.iterdir()) == []
+    assert site.remote.status()["tasks"] == {} and [p.name for p in site.remote.base_dir.iterdir()] == [TRACES]

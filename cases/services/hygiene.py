@@ -95,7 +95,8 @@ def tidy_host(queue: JobQueue, host: HpcHost, state: PueueState) -> int:
     collect(queue, host, [a for a in claimed if a not in live and needs_results(a)])
     ready = [a for a in claimed if a not in live and not needs_results(a) and not a.kept]
     tasks = [a.task_id for a in ready if owned[a.pk] is not None]
-    queue.tidy(tasks, host.base_dir, [folder_name(a.remote_dir) for a in ready])
+    folders = [folder_name(a.remote_dir) for a in ready]
+    queue.tidy(tasks, host.base_dir, folders, keep_traces_days=settings.MQIC_KEEP_REMOTE_TRACES_DAYS)
     crash_point("after_cleanup")
     now = timezone.now()
     for attempt in ready:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from resources.jobqueue import TRACES, read_origin
 from resources.models import HpcHost
 
 # Every process of an attempt carries this in its environment (pueue hands the adding client's
@@ -43,6 +44,19 @@ def token_of(remote_dir: str) -> str:
 def results_dir(case) -> Path:
     """Where a case's results come home: ``MQIC_RESULTS_DIR/<case name>``."""
     return Path(settings.MQIC_RESULTS_DIR) / case.name
+
+
+def home_attempt(case) -> str | None:
+    """The attempt folder (``<label>.<token>``) whose results are in the case's results folder,
+    as the download marked them; ``None``: no results of this case's are home."""
+    origin = read_origin(results_dir(case))
+    return origin if origin and case.label and origin.startswith(f"{case.label}.") else None
+
+
+def trace(remote_dir: str) -> str:
+    """The trace a cleaned-up attempt leaves on its host (see ``resources.jobqueue.TRACES``)."""
+    base, name = posixpath.split(posixpath.normpath(remote_dir))
+    return posixpath.join(base, TRACES, name)
 
 
 def exit_marker(remote_dir: str) -> str:

@@ -114,6 +114,10 @@ def stored_tasks(host_id: int) -> dict[int, Case]:
     return {case.pueue_task_id: case for case in cases.only("label", "pueue_task_id", "pueue_task_created_at")}
 
 
+BLOCKED_BY_RECONCILER = "remote: "
+"""Starts the reason of a GPU group the reconciler blocked for what its pueue group holds."""
+
+
 def foreign_tasks(state: PueueState, group, stored: dict[int, Case], prefix: str) -> list[int]:
     """The live tasks of ``group``'s pueue group that MQIC did not start: neither the stored task
     of a case (``stored_tasks``; checked as on every read, since ids are reused after ``clean``)

@@ -34,9 +34,11 @@ from .jobs import (
     JOB_LOG,
     exit_marker,
     folder_name,
+    home_attempt,
     marker_code,
     results_dir,
     token_of,
+    trace,
 )
 from .lifecycle import fail, move_and_release, retry_or_fail, still_running, stop_and_fail
 from .logtail import tail_lines
@@ -52,6 +54,12 @@ MARKER_MAX_BYTES = 64
 RESULTS_WAIT = "its results could not come home yet: "
 KILLED_LIVES_ON = "the task was killed outside MQIC, but its processes may live on"
 LOST_LIVES_ON = "its task vanished without an exit marker, but processes of it still run"
+ALREADY_HOME = " (its results were already home: the database is older than the host's state, e.g. restored)"
+EVIDENCE_GONE = "the evidence is gone (moved away?); not run again"
+CLEANED_NOT_HOME = (
+    "its attempt ended and was cleaned up on the host (the database is older: restored?), "
+    f"but its results are not in the results folder: {EVIDENCE_GONE}"
+)
 # What a monitoring pass reads of a running case: loading only these keeps a pass over
 # thousands of running cases cheap (most of them only get compared with their task).
 MONITORED_FIELDS = (
@@ -158,8 +166,8 @@ def monitor_host(host: HpcHost, cases: list[Watched], report: MonitorReport) -> 
         vanished = [moving[c.pk] for c in vanished if c.pk in moving]
         killed = [(moving[c.pk], t) for c, t in killed if c.pk in moving]
         done = [(moving[c.pk], t, e) for c, t, e in done if c.pk in moving]
-        markers = read_markers(link.queue, [*vanished, *(case for case, _task in killed)])
-        done += judge_vanished(link.queue, vanished, markers, report)
+        markers, traced = read_markers(link.queue, [*vanished, *(case for case, _task in killed)], vanished)
+        done += judge_vanished(link.queue, vanished, markers, traced, report)
         # A job that wrote its exit code before pueue was killed under it did finish.
         done += [(case, task, markers[case.pk]) for case, task in killed if markers[case.pk] is not None]
         requeue_killed(link.queue, state, [(c, task) for c, task in killed if markers[c.pk] is None], report)
@@ -275,27 +283,43 @@ def conclude(case: Case, task: PueueTask | None, exit_code: int | None, fetched:
             if not fetched.missing:
                 keep_current_folder(case, why)
         return
+    end_from_results(case, S.RUNNING, task, exit_code, report, detail=detail, **fields)
+
+
+def end_from_results(
+    case: Case,
+    old: str,
+    task: PueueTask | None,
+    exit_code: int | None,
+    report,
+    *,
+    how: str = "",
+    detail=None,
+    **fields,
+) -> bool:
+    """End the case from its results at home: the exit code its job wrote there (else the one pueue
+    knew), its log's tail; ``completed`` only on exit code 0. ``how`` says where the results came
+    from when it was not this pass's download."""
     results = results_dir(case)
     Attempt.objects.filter(case=case, remote_dir=case.remote_dir).update(results_at=timezone.now())
     marker = read_local_marker(results)
     exit_code = marker if marker is not None else exit_code
-    detail["exit_code"] = exit_code
+    detail = {**(detail or {}), "exit_code": exit_code}
     fields.update(exit_code=exit_code, result_path=str(results), log_tail=log_tail(results))
     if exit_code == 0:
-        won = move_and_release(
-            case, S.RUNNING, S.COMPLETED, reason="job finished with exit code 0", detail=detail, **fields
-        )
+        why = f"job finished with exit code 0{how}"
+        won = move_and_release(case, old, S.COMPLETED, reason=why, detail=detail, **fields)
     else:
-        why = (
-            f"job failed with exit code {exit_code}"
-            if exit_code is not None
-            else f"job failed: {task.result.value}"
-        )
-        if task is not None and task.spawn_error:
-            why += f" ({task.spawn_error})"
-        won = move_and_release(case, S.RUNNING, S.FAILED, reason=why, detail=detail, last_error=why, **fields)
+        why = f"job failed with exit code {exit_code}" if exit_code is not None else "job failed: no exit code"
+        if task is not None:
+            why = why if exit_code is not None else f"job failed: {task.result.value}"
+            if task.spawn_error:
+                why += f" ({task.spawn_error})"
+        why += how
+        won = move_and_release(case, old, S.FAILED, reason=why, detail=detail, last_error=why, **fields)
     if won:
         (report.completed if exit_code == 0 else report.failed).append(case.name)
+    return won
 
 
 def take_finishing_lease(case: Case) -> bool:
@@ -305,18 +329,24 @@ def take_finishing_lease(case: Case) -> bool:
     return bool(Case.objects.filter(free, pk=case.pk, status=S.RUNNING).update(lease_expires_at=until))
 
 
-def read_markers(queue: JobQueue, cases: list[Case]) -> dict[int, int | None]:
-    """The exit code each case's job left in its attempt's folder (``None``: none), in one round trip."""
+def read_markers(queue: JobQueue, cases: list[Case], traced: list[Case]) -> tuple[dict[int, int | None], set[int]]:
+    """The exit code each case's job left in its attempt's folder (``None``: none), and which of
+    ``traced`` left the trace of a cleaned-up attempt (``jobs.trace``), in one round trip."""
     if not cases:
-        return {}
-    found = queue.read_small_files([exit_marker(c.remote_dir) for c in cases])
-    return {case.pk: marker_code(found[exit_marker(case.remote_dir)]) for case in cases}
+        return {}, set()
+    found = queue.read_small_files(
+        [exit_marker(c.remote_dir) for c in cases] + [trace(c.remote_dir) for c in traced]
+    )
+    markers = {case.pk: marker_code(found[exit_marker(case.remote_dir)]) for case in cases}
+    return markers, {case.pk for case in traced if found[trace(case.remote_dir)] is not None}
 
 
 def judge_vanished(
-    queue: JobQueue, cases: list[Case], markers: dict[int, int | None], report: MonitorReport
+    queue: JobQueue, cases: list[Case], markers: dict[int, int | None], traced: set[int], report: MonitorReport
 ) -> list[Ended]:
-    """Cases whose task is gone: finished if their job left an exit marker, else lost after a grace."""
+    """Cases whose task is gone: finished if their job left an exit marker; ended from their
+    results if these are already home (the database is behind: restored from a backup); failed if
+    the host cleaned the attempt up but its results are not home; else lost after a grace."""
     now = timezone.now()
     grace = timedelta(seconds=settings.MQIC_LOST_GRACE_SECONDS)
     finished, lost = [], []
@@ -324,6 +354,15 @@ def judge_vanished(
         code = markers[case.pk]
         if code is not None:
             finished.append((case, None, code))
+        elif home_attempt(case) == folder_name(case.remote_dir):
+            with isolated(case, "ending it from its results at home"):
+                end_from_results(case, S.RUNNING, None, None, report, how=ALREADY_HOME)
+        elif case.pk in traced:
+            with isolated(case, "failing a case whose evidence is gone"):
+                if move_and_release(
+                    case, S.RUNNING, S.FAILED, reason=CLEANED_NOT_HOME, last_error=CLEANED_NOT_HOME
+                ):
+                    report.failed.append(case.name)
         elif case.task_missing_since is None:
             Case.objects.filter(pk=case.pk, status=S.RUNNING).update(task_missing_since=now)
             record_event(case.pk, f"pueue task {case.pueue_task_id} is gone and left no exit marker; waiting")

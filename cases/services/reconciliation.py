@@ -22,21 +22,24 @@ from resources.operations import note_pueue_groups
 from resources.services import release_group, set_blocked
 
 from ..models import HOLDS_GPU, Case, CaseStatus
+from . import restore
 from .isolation import isolated
+from .jobs import folder_name, home_attempt, trace
 from .labels import label_prefix
-from .lifecycle import adopt, retry_or_fail, stop_and_fail
-from .matching import foreign_tasks, is_attempt_task, orphans, stored_tasks
+from .lifecycle import adopt, move_and_release, retry_or_fail, stop_and_fail
+from .matching import BLOCKED_BY_RECONCILER, foreign_tasks, is_attempt_task, orphans, stored_tasks
+from .monitoring import ALREADY_HOME, CLEANED_NOT_HOME, end_from_results
 from .transitions import record_event, record_note_once
 
 S = CaseStatus
 log = logging.getLogger("mqic.reconciliation")
 NO_ANSWER = "reconcile: the host did not answer"
-BLOCKED_BY_RECONCILER = "remote: "
 
 
 @dataclass
 class ReconcileReport:
     adopted: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     released_groups: list[str] = field(default_factory=list)
@@ -49,6 +52,7 @@ class ReconcileReport:
     def __str__(self):
         parts = [
             f"adopted {len(self.adopted)}",
+            *([f"completed {len(self.completed)}"] if self.completed else []),
             f"retried {len(self.retried)}",
             f"failed {len(self.failed)}",
             f"released GPU groups {self.released_groups or 0}",
@@ -63,15 +67,25 @@ class ReconcileReport:
 def reconcile_pass(*, dry_run: bool = False) -> ReconcileReport:
     report = ReconcileReport(dry_run=dry_run)
     release_groups_of_finished_cases(report)
+    findings = restore.Findings([] if dry_run else restore.checked_cases())
     for_each_host(
-        dict.fromkeys(HpcHost.objects.filter(enabled=True)), lambda host, _: reconcile_host(host, report)
+        dict.fromkeys(HpcHost.objects.filter(enabled=True)), lambda host, _: reconcile_host(host, report, findings)
     )
-    if report.adopted or report.retried or report.failed or report.released_groups or report.host_errors:
+    if findings.cases:
+        restore.settle(findings, report)
+    if (
+        report.adopted
+        or report.completed
+        or report.retried
+        or report.failed
+        or report.released_groups
+        or report.host_errors
+    ):
         log.warning("reconciliation pass: %s", report)
     return report
 
 
-def reconcile_host(host: HpcHost, report: ReconcileReport) -> None:
+def reconcile_host(host: HpcHost, report: ReconcileReport, findings: restore.Findings | None = None) -> None:
     stale = list(
         Case.objects.filter(
             status=S.SUBMITTING, gpu_group__host=host, lease_expires_at__lt=timezone.now()
@@ -80,29 +94,57 @@ def reconcile_host(host: HpcHost, report: ReconcileReport) -> None:
     with contact(host) as link:
         state = link.queue.state()
         give_up = partial(stop_and_fail, link.queue, state)
+        traced = cleaned_up(link.queue, [c for c in stale if not attempt_tasks(c, state)])
         for case in stale:
             with isolated(case, "reconciling its submission", give_up=give_up):
-                settle_stale_submission(link.queue, case, state, report)
+                settle_stale_submission(link.queue, case, state, report, traced)
+        if findings is not None:
+            restore.check_host(link.queue, host, state, findings, report)
         prefix = label_prefix()
         check_groups(link.queue, host, state, report, prefix)
         report.orphans += [o.task.snapshot() | {"case_id": o.case_id} for o in orphans(state, prefix)]
     if link.failed:
         report.host_errors[host.name] = str(link.error)
+        if findings is not None:
+            findings.not_asked(host)
         for case in stale if not link.answered else ():
             record_note_once(
                 case.pk, f"{NO_ANSWER} ({link.error}); nothing changed, will try again", kind=NO_ANSWER
             )
 
 
-def settle_stale_submission(queue: JobQueue, case: Case, state: PueueState, report: ReconcileReport) -> None:
+def attempt_tasks(case: Case, state: PueueState):
+    return [t for t in state.find_by_label(case.label) if is_attempt_task(t, case)]
+
+
+def cleaned_up(queue: JobQueue, cases: list[Case]) -> set[int]:
+    """Which of these cases' current attempts the host cleaned up (left its trace), in one round trip."""
+    if not cases:
+        return set()
+    found = queue.read_small_files([trace(case.remote_dir) for case in cases])
+    return {case.pk for case in cases if found[trace(case.remote_dir)] is not None}
+
+
+def settle_stale_submission(
+    queue: JobQueue, case: Case, state: PueueState, report: ReconcileReport, traced: set[int]
+) -> None:
+    """Adopt the attempt's task; else end the case from its results if they are home, or fail it if
+    the host cleaned the attempt up (the database is behind: restored); else try again."""
     candidates = state.find_by_label(case.label)
-    mine = [t for t in candidates if is_attempt_task(t, case)]
+    mine = attempt_tasks(case, state)
     evidence = {"tasks_with_label": [t.snapshot() for t in candidates], "remote_dir": case.remote_dir}
     if report.dry_run:
         (report.adopted if mine else report.retried).append(case.name)
     elif mine:
         if adopt(queue, case, mine, reason="reconciled a submission whose id was never stored"):
             report.adopted.append(case.name)
+    elif home_attempt(case) == folder_name(case.remote_dir):
+        end_from_results(case, S.SUBMITTING, None, None, report, how=ALREADY_HOME, detail=evidence)
+    elif case.pk in traced:
+        if move_and_release(
+            case, S.SUBMITTING, S.FAILED, reason=CLEANED_NOT_HOME, detail=evidence, last_error=CLEANED_NOT_HOME
+        ):
+            report.failed.append(case.name)
     else:
         why = "reconciled: the host answered and holds no task of this attempt"
         if candidates:

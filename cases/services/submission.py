@@ -104,7 +104,7 @@ def claim_cases(limit: int | None = None) -> list[Case]:
     wanted = min(len(pool), limit or len(pool))
     if not wanted:
         return []
-    waiting = Case.objects.filter(status=S.SUBMITTED).order_by("created_at", "pk")
+    waiting = Case.objects.filter(status=S.SUBMITTED, restore_check=False).order_by("created_at", "pk")
     prefix, claimed = label_prefix(), []
     for case in waiting[: wanted + PLACED_LOOKAHEAD]:
         if len(claimed) == wanted:
@@ -142,17 +142,21 @@ def fits(group: GpuGroup, case: Case) -> bool:
     )
 
 
-def claim_on(group: GpuGroup, case: Case, prefix: str | None) -> bool | None:
+def claim_on(
+    group: GpuGroup, case: Case, prefix: str | None, *, token: str | None = None, lifting: str = ""
+) -> bool | None:
     """GPU lock, a new attempt and ``submitting`` together, or none of them. ``True``: claimed;
-    ``None``: the group was taken meanwhile (try another); ``False``: the case was."""
+    ``None``: the group was taken meanwhile (try another); ``False``: the case was. ``token``: the
+    attempt's, when it is one found on the host (``restore``), not a new one; ``lifting``: the
+    block it lifts (see ``take_group``)."""
     as_read = (group.status, group.holder_id, group.lease_generation, group.assigned_at)
     with transaction.atomic():
-        taken = take_group(group, case.pk)
+        taken = take_group(group, case.pk, lifting=lifting)
         if not taken:
             return None if taken is False else False
         crash_point("after_gpu_lock")
         label = case.label or label_for(case.pk, prefix)
-        token = new_token()
+        token = token or new_token()
         folder = remote_dir(group.host, label, token)
         now = timezone.now()
         moved = transition(

@@ -11,6 +11,9 @@ The transports only run the command and hand its stdout to ``untar.extract_folde
   and given by the caller (a case id), so the name fits the 255-byte limit whatever the
   destination's own name. A failed folder leaves the previous results untouched and its
   staging removed.
+* Every folder swapped in carries ``ORIGIN``, written here, naming the remote folder it came
+  from (a job's own file of that name is replaced): whoever finds results at home later, e.g.
+  after the database was restored from a backup, can tell which attempt they belong to.
 * Staging and replaced folders are removed by ``remove_tree``: by descriptor, one level at a
   time and without recursion, so a folder of any depth goes (``shutil.rmtree`` recurses and
   raises ``RecursionError`` a few thousand levels down, even with ``ignore_errors``).
@@ -43,6 +46,7 @@ consumer left the stream unread to its end and the command was stopped instead."
 KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _GENERIC_COMPLAINTS = ("Exiting with failure status due to previous errors",)
+ORIGIN = ".mqic_origin"
 
 
 def tar_command(remote_base: str, names: list[str]) -> str:
@@ -207,7 +211,7 @@ def fetch(
             results.update(_download(stream_tar, remote_base, staged, limits, progress))
         for name, staging in staged.items():
             if results[name].ok:
-                _commit(staging, results[name])
+                _commit(staging, results[name], name)
     finally:
         for staging in staged.values():
             staging.discard()
@@ -252,13 +256,32 @@ def _blame(extraction: Extraction, result: CommandResult) -> None:
                 folder.error += f" ({why})"
 
 
-def _commit(staging: Staging, result: FolderResult) -> None:
+def _commit(staging: Staging, result: FolderResult, origin: str) -> None:
     try:
+        _mark_origin(staging.incoming, origin)
         staging.commit()
     except OSError as error:
         result.error = f"the downloaded folder could not be put in place: {error}"
     except Exception as error:
         result.error = f"the downloaded folder could not be put in place: {_unexpected(error)}"
+
+
+def _mark_origin(folder: Path, origin: str) -> None:
+    """Write ``ORIGIN`` in ``folder``, in place of whatever the job left under that name."""
+    remove_tree(folder / ORIGIN)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with open(os.open(folder / ORIGIN, flags, 0o600), "w", encoding="utf-8") as out:
+        out.write(f"{origin}\n")
+
+
+def read_origin(folder: Path) -> str | None:
+    """The remote folder name ``folder``'s results came from (``None``: no results, or not MQIC's)."""
+    try:
+        with open(os.open(Path(folder) / ORIGIN, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), "rb") as found:
+            text = found.read(300).decode("utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    return text if text and "/" not in text and "\n" not in text else None
 
 
 def _unexpected(error: Exception) -> str:
