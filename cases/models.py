@@ -191,7 +191,12 @@ class Attempt(models.Model):
 
     class Meta:
         ordering = ["started_at", "pk"]
-        indexes = [models.Index(fields=["case", "ended_at"]), models.Index(fields=["cleaned_at", "ended_at"])]
+        indexes = [
+            models.Index(fields=["case", "ended_at"]),
+            models.Index(fields=["cleaned_at", "ended_at"]),
+            # Fair share reads the attempts under way and those that ended lately (services/usage.py).
+            models.Index(fields=["ended_at"], name="attempt_ended_at"),
+        ]
 
     def __str__(self):
         return f"attempt {self.token} of case {self.case_id}"
