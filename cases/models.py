@@ -194,8 +194,9 @@ class Attempt(models.Model):
         indexes = [
             models.Index(fields=["case", "ended_at"]),
             models.Index(fields=["cleaned_at", "ended_at"]),
-            # Fair share reads the attempts under way and those that ended lately (services/usage.py).
-            models.Index(fields=["ended_at"], name="attempt_ended_at"),
+            # Fair share reads the attempts under way and those that ended lately (services/usage.py):
+            # from the index alone, without a visit to each row.
+            models.Index(fields=["ended_at", "started_at", "case", "gpu_group"], name="attempt_recent_use"),
         ]
 
     def __str__(self):

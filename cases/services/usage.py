@@ -9,11 +9,12 @@ half-lives ago (weight below 0.1 %) are left out. Cases without an owner (the op
 owner of their own, under the key ``None``.
 
 One aggregate query, in SQL, grouped by owner and by the group's devices: its rows are at most the
-owners times the device lists, however long the history (the attempts' ``ended_at`` index finds
-the recent ones). The weight is computed in the database: seconds since 1970 by the engine's own
-function (``julianday`` on SQLite, ``EXTRACT(EPOCH ...)`` on PostgreSQL; Django has no portable
-one) and ``POWER``, which Django provides on SQLite builds without the math functions. The device
-count is applied here, per row, by the same rule as everywhere else.
+owners times the device lists, however long the history (an index on the attempts' end, start,
+case and group finds the recent ones and answers from itself, without a visit to each row). The
+weight is computed in the database: seconds since 1970 by the engine's own function
+(``julianday`` on SQLite, ``EXTRACT(EPOCH ...)`` on PostgreSQL; Django has no portable one) and
+``POWER``, which Django provides on SQLite builds without the math functions. The device count is
+applied here, per row, by the same rule as everywhere else.
 
 Where each attempt records its own GPU seconds when it ends, the sum may take that value for ended
 attempts; the span times the device count is what it records.
