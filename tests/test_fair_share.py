@@ -67,6 +67,7 @@ def claimed_in_order(groups: int) -> list[str]:
     return names
 
 
+@pytest.mark.engine  # GPU time is computed in SQL, in each engine's own terms
 def test_usage_is_gpu_time_decayed_by_age_with_running_attempts_counted_up_to_now(owners, settings):
     settings.MQIC_FAIR_SHARE_HALF_LIFE_HOURS = 24
     alice, bob, carol = owners.values()
@@ -86,6 +87,7 @@ def test_usage_is_gpu_time_decayed_by_age_with_running_attempts_counted_up_to_no
     assert (found[alice.pk].holding, found[carol.pk].holding) == (0, 1)
 
 
+@pytest.mark.engine  # GPU time is computed in SQL, in each engine's own terms
 def test_the_next_group_goes_to_the_owner_who_used_least_and_ties_go_to_the_oldest(owners):
     alice, bob, carol = owners.values()
     used(alice, 3)
@@ -102,6 +104,7 @@ def test_the_next_group_goes_to_the_owner_who_used_least_and_ties_go_to_the_olde
     assert order == ["operators-0", "dave-0", "bob-0", "bob-1", "carol-0", "carol-1", "alice-0", "alice-1"]
 
 
+@pytest.mark.engine  # GPU time is computed in SQL, in each engine's own terms
 def test_an_owner_overtakes_another_once_its_time_has_decayed(owners, settings):
     settings.MQIC_FAIR_SHARE_HALF_LIFE_HOURS = 1
     alice, bob, _ = owners.values()
@@ -184,6 +187,7 @@ def changelist(query: str = "") -> str:
     return reverse("admin:cases_case_changelist") + query
 
 
+@pytest.mark.engine  # GPU time is computed in SQL, in each engine's own terms
 def test_the_list_shows_each_waiting_case_its_place_and_why_as_the_pass_takes_them(owners, admin_page):
     alice, bob, carol = owners.values()
     used(alice, 3)

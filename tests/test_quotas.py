@@ -164,6 +164,8 @@ def test_a_host_takes_only_the_cases_of_the_users_and_groups_it_names(two_tenant
     assert shown["carol-0"] == ("-", "no host allows owner carol")
     assert shown["alice-0"] == ("-", "beta does not allow owner alice")
     assert shown["operators-0"] == ("#1", "oldest first")
+    hosts = admin_page.get(reverse("admin:resources_hpchost_changelist")).content.decode()
+    assert "alice (and the operators&#x27; cases)" in hosts and "lab-b (and the operators&#x27; cases)" in hosts
 
 
 def test_a_case_is_never_placed_on_a_host_its_owner_may_not_use_and_the_operators_go_anywhere(two_tenants):
