@@ -5,17 +5,20 @@ each action behind its own permission, and those that touch the remote side ask 
 Each action is written to the case's timeline (by the service) and to the admin's
 "Recent actions" (``admin_ui.log_outcome``).
 
-The cells that change while a case moves (status, run time, place in the wait, last error)
-are wrapped in ``data-live`` spans: the console's live endpoint renders the same cells again
-and the page swaps them in place (see ``console.live``).
+The cells that change while a case moves (status, run time, place in the wait and why, last
+error) are wrapped in ``data-live`` spans: the console's live endpoint renders the same cells
+again and the page swaps them in place (see ``console.live``). The place in the wait comes from
+``services.queueing``, the rule the submit pass follows, for the rows shown (``CaseChangeList``).
 """
 
 import json
 from datetime import timedelta
+from functools import cached_property
 
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.http import HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
@@ -26,7 +29,7 @@ from mqic_site.admin_ui import badge, confirmation, confirmed, given_why, link, 
 from . import admin_views
 from .models import FINISHED, HOLDS_GPU, Case, CaseEvent, CaseStatus, Installation, PassRun
 from .selectors import stuck_cases, troubled_cases, with_timing
-from .services import operations
+from .services import operations, queueing
 
 S = CaseStatus
 STATUS_COLOURS = {
@@ -72,7 +75,8 @@ def at(moment) -> str:
 
 
 # -- the cells that change while a case moves: each renders from the row (annotated by
-# ``selectors.with_timing``) without a query; the live endpoint renders them again ---------------
+# ``selectors.with_timing`` and placed by ``queueing``) without a query; the live endpoint renders
+# them again ------------------------------------------------------------------------------------
 
 
 def status_cell(case: Case):
@@ -104,6 +108,12 @@ def position_cell(case: Case):
     return format_html('<span title="its place in the wait for {}">#{} for {}</span>', what, position, target)
 
 
+def why_cell(case: Case):
+    """Why a waiting case is where it is: its owner's recent GPU time, a busy target, its owner's
+    quota, no host its owner may use (``queueing.Places``)."""
+    return getattr(case, "wait_why", "")
+
+
 def error_cell(case: Case):
     if not case.last_error:
         return ""
@@ -124,6 +134,7 @@ LIVE_CELLS = {
     "status": status_cell,
     "run_time": run_time_cell,
     "position": position_cell,
+    "why": why_cell,
     "error": error_cell,
     "where": where_cell,
     "task": task_cell,
@@ -137,6 +148,33 @@ def live_key(case: Case, cell: str) -> str:
 
 def live_cell(case: Case, cell: str):
     return live(live_key(case, cell), LIVE_CELLS[cell](case))
+
+
+QUEUE_ORDER = "queue_order"
+"""The place column's sort key: stands for ``queueing.Places.ordering`` (read per request)."""
+
+
+class CaseChangeList(ChangeList):
+    """The case list: sorted by place in the queue on request, and its rows placed in it."""
+
+    @cached_property
+    def places(self) -> queueing.Places:
+        return queueing.Places.read()
+
+    def get_ordering(self, request, queryset):
+        ordering = []
+        for key in super().get_ordering(request, queryset):
+            if isinstance(key, str) and key.lstrip("-") == QUEUE_ORDER:
+                ordering += self.places.ordering(descending=key.startswith("-"))
+            else:
+                ordering.append(key)
+        return ordering
+
+    def get_results(self, request):
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        if any(case.status == S.SUBMITTED for case in self.result_list):
+            self.places.place(self.result_list)
 
 
 class LeaseFilter(admin.SimpleListFilter):
@@ -172,6 +210,7 @@ class CaseAdmin(admin.ModelAdmin):
         "age",
         "run_time_display",
         "position_display",
+        "why_display",
         "error_display",
     )
     list_display_links = ("name_display",)
@@ -185,7 +224,7 @@ class CaseAdmin(admin.ModelAdmin):
     )
     search_fields = ("name", "label")
     search_help_text = "Name or label contains; a number also finds the pueue task id."
-    list_select_related = ("gpu_group__host",)
+    list_select_related = ("gpu_group__host", "owner")
     show_full_result_count = False
     ordering = ("-created_at",)
     change_form_template = "admin/cases/case/change_form.html"
@@ -199,6 +238,7 @@ class CaseAdmin(admin.ModelAdmin):
                     "name_full",
                     "status_display",
                     "position_display",
+                    "why_display",
                     "run_time_display",
                     "source_path",
                     "label",
@@ -231,6 +271,15 @@ class CaseAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return with_timing(super().get_queryset(request))
+
+    def get_changelist(self, request, **kwargs):
+        return CaseChangeList
+
+    def get_object(self, request, object_id, from_field=None):
+        case = super().get_object(request, object_id, from_field)
+        if case is not None:
+            queueing.place([case])
+        return case
 
     @admin.display(description="name", ordering="name")
     def name_display(self, case):
@@ -268,9 +317,13 @@ class CaseAdmin(admin.ModelAdmin):
     def run_time_display(self, case):
         return live_cell(case, "run_time")
 
-    @admin.display(description="waiting", ordering="wait_position")
+    @admin.display(description="waiting", ordering=QUEUE_ORDER)
     def position_display(self, case):
         return live_cell(case, "position")
+
+    @admin.display(description="why there")
+    def why_display(self, case):
+        return live_cell(case, "why")
 
     @admin.display(description="last error or reason")
     def error_display(self, case):

@@ -198,7 +198,13 @@ class Attempt(models.Model):
 
     class Meta:
         ordering = ["started_at", "pk"]
-        indexes = [models.Index(fields=["case", "ended_at"]), models.Index(fields=["cleaned_at", "ended_at"])]
+        indexes = [
+            models.Index(fields=["case", "ended_at"]),
+            models.Index(fields=["cleaned_at", "ended_at"]),
+            # Fair share reads the attempts under way and those that ended lately (services/usage.py):
+            # from the index alone, without a visit to each row.
+            models.Index(fields=["ended_at", "started_at", "case", "gpu_group"], name="attempt_recent_use"),
+        ]
 
     def __str__(self):
         return f"attempt {self.token} of case {self.case_id}"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from django.db.models import Case as DbCase
-from django.db.models import Count, DurationField, F, IntegerField, OuterRef, Q, Subquery, When
-from django.db.models.functions import Coalesce, Now
+from django.db.models import DurationField, F, When
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from .models import FINISHED, HOLDS_GPU, Case, CaseStatus
@@ -21,19 +21,8 @@ def troubled_cases():
 
 
 def with_timing(queryset):
-    """The case rows with ``run_time`` (running so far, or start to end) and ``wait_position`` (the
-    place of a waiting case in the queue for a GPU group: submission takes the oldest first), in the
-    same query: the case list shows and sorts both without a query per row."""
-    ahead = (
-        Case.objects.filter(status=CaseStatus.SUBMITTED)
-        .filter(
-            Q(created_at__lt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), pk__lt=OuterRef("pk"))
-        )
-        .order_by()
-        .values("status")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
+    """The case rows with ``run_time`` (running so far, or start to end), in the same query: the case
+    list shows and sorts it without a query per row. (A waiting case's place is ``queueing``'s.)"""
     return queryset.annotate(
         run_time=DbCase(
             When(status=CaseStatus.RUNNING, running_at__isnull=False, then=Now() - F("running_at")),
@@ -44,9 +33,5 @@ def with_timing(queryset):
                 then=F("finished_at") - F("running_at"),
             ),
             output_field=DurationField(),
-        ),
-        wait_position=DbCase(
-            When(status=CaseStatus.SUBMITTED, then=Coalesce(Subquery(ahead), 0) + 1),
-            output_field=IntegerField(),
         ),
     )

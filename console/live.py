@@ -17,6 +17,7 @@ from django.utils.html import conditional_escape
 from cases.admin import LIVE_CELLS, live_key
 from cases.models import Case
 from cases.selectors import with_timing
+from cases.services import queueing
 
 from .selectors import overview
 from .templatetags.console_overview import overview_context
@@ -26,8 +27,12 @@ MAX_ROWS = 500
 
 
 def case_cells(ids: list[int]) -> dict[str, str]:
-    """The live cells of these cases (a list page's rows), in one query."""
-    cases = with_timing(Case.objects.select_related("gpu_group__host")).filter(pk__in=ids[:MAX_ROWS])
+    """The live cells of these cases (a list page's rows): one query, and a fixed few more for the
+    places of the waiting ones (``queueing``)."""
+    cases = list(
+        with_timing(Case.objects.select_related("gpu_group__host", "owner")).filter(pk__in=ids[:MAX_ROWS])
+    )
+    queueing.place(cases)
     # Escaped here, whatever a cell returns: a fragment is put into the page as HTML.
     return {
         live_key(case, cell): str(conditional_escape(render(case)))

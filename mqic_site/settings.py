@@ -255,6 +255,16 @@ MQIC_RESULT_MAX_MEMBERS = int(os.environ.get("MQIC_RESULT_MAX_MEMBERS", "100000"
 MQIC_UPLOAD_MAX_BYTES = int(os.environ.get("MQIC_UPLOAD_MAX_BYTES", str(50 << 30)))
 MQIC_UPLOAD_MAX_MEMBERS = int(os.environ.get("MQIC_UPLOAD_MAX_MEMBERS", "1000000"))
 MQIC_REMOTE_OUTPUT_MAX_BYTES = int(os.environ.get("MQIC_REMOTE_OUTPUT_MAX_BYTES", str(256 << 20)))
+# Many users (cases/services/queueing.py): the next free GPU group goes to the waiting case whose owner
+# used the least GPU time lately, each attempt's GPU time counting half after this many hours.
+MQIC_FAIR_SHARE_HALF_LIFE_HOURS = float(os.environ.get("MQIC_FAIR_SHARE_HALF_LIFE_HOURS", "24"))
+# At most this many GPU groups held at once by one user's cases (0: no limit; the operators' cases,
+# which have no owner, have none).
+MQIC_MAX_RUNNING_PER_USER = int(os.environ.get("MQIC_MAX_RUNNING_PER_USER", "0"))
+if not MQIC_FAIR_SHARE_HALF_LIFE_HOURS > 0:
+    raise ImproperlyConfigured("MQIC_FAIR_SHARE_HALF_LIFE_HOURS must be a number of hours above 0")
+if MQIC_MAX_RUNNING_PER_USER < 0:
+    raise ImproperlyConfigured("MQIC_MAX_RUNNING_PER_USER must be 0 (no limit) or more")
 
 # --- django-q2 ------------------------------------------------------------------------
 # Side-effecting tasks must never be silently re-delivered: `timeout` stays below `retry`

@@ -54,10 +54,12 @@ def cases_on(host: HpcHost) -> int:
 
 @admin.register(HpcHost)
 class HpcHostAdmin(admin.ModelAdmin):
-    list_display = ("name", "address", "enabled", "health", "pueue_version", "key_fingerprint", "pages")
+    list_display = ("name", "address", "enabled", "users", "health", "pueue_version", "key_fingerprint", "pages")
     change_form_template = "admin/resources/hpchost/change_form.html"
+    exclude = ("allowed_groups",)
     readonly_fields = (
         "transport",
+        "users",
         "host_key",
         "key_fingerprint",
         "last_contact_at",
@@ -81,6 +83,13 @@ class HpcHostAdmin(admin.ModelAdmin):
     @admin.display(description="address")
     def address(self, host):
         return host.address
+
+    @admin.display(description="who may use it")
+    def users(self, host):
+        """The deployment's choice (``allowed_groups`` in the host file), never an admin edit."""
+        if not host.allowed_groups:
+            return "everyone"
+        return f"{', '.join(host.allowed_groups)} (and the operators' cases)"
 
     @admin.display(description="health")
     def health(self, host):

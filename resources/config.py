@@ -13,6 +13,8 @@
     proxy_jump = "mqic@gw.example:22"         # optional: jump host(s), as OpenSSH ProxyJump
     gpu_groups = ["gpu_a", { name = "gpu_b", devices = "2,3" }]   # required
     transport = "ssh"                         # or "local": this machine (the demo)
+    allowed_groups = ["lab-a", "alice"]       # optional: the Django groups and users whose cases may
+                                              # run here (the operators' always may); absent: everyone
 
 The keys mean what the ``MQIC_HPC_*`` variables mean. ``apply`` makes the rows match and is safe
 to repeat; the file is the truth for the groups of the hosts it names. A group no longer listed
@@ -37,7 +39,13 @@ from django.db import transaction
 
 from .models import GpuGroup, HpcHost
 from .services import group_name_for, reinstate_group, retire_groups
-from .validators import PUEUE_GROUP_NAME, validate_proxy_jump, validate_pueue_command, validate_remote_base_dir
+from .validators import (
+    PUEUE_GROUP_NAME,
+    validate_allowed_names,
+    validate_proxy_jump,
+    validate_pueue_command,
+    validate_remote_base_dir,
+)
 
 LOCAL_NEEDS_OPT_IN = (
     'transport = "local" runs the jobs on this machine, as the user MQIC runs as, next to its '
@@ -69,6 +77,7 @@ class HostConfig:
     known_hosts: str = ""
     pueue: str = "pueue"
     proxy_jump: str = ""
+    allowed_groups: tuple[str, ...] = ()
 
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -84,6 +93,7 @@ _KEYS = {
     "gpu_groups",
     "transport",
     "proxy_jump",
+    "allowed_groups",
 }
 
 
@@ -164,9 +174,14 @@ def check_host(name: str, table: object, *, where: str) -> HostConfig:
             except ValidationError as error:
                 problems.append(f"{key}: {' '.join(error.messages)}")
     groups = _groups(table.get("gpu_groups"), problems)
+    allowed = table.get("allowed_groups", [])
+    try:
+        validate_allowed_names(allowed)
+    except ValidationError as error:
+        problems.append(f"allowed_groups: {' '.join(error.messages)}")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
-    return HostConfig(name=name, port=port, gpu_groups=groups, **text)
+    return HostConfig(name=name, port=port, gpu_groups=groups, allowed_groups=tuple(allowed), **text)
 
 
 _TEXT_DEFAULTS = {
@@ -234,6 +249,7 @@ def _apply_host(config: HostConfig, problems: list[str]) -> tuple[HpcHost, list[
             "proxy_jump": config.proxy_jump,
             "base_dir": config.base_dir,
             "pueue_command": config.pueue,
+            "allowed_groups": list(config.allowed_groups),
         },
     )
     groups = [_apply_group(host, wanted, problems) for wanted in config.gpu_groups]

@@ -9,7 +9,13 @@ holder of a group is stored as an opaque owner id (the case's primary key).
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from .validators import validate_proxy_jump, validate_pueue_command, validate_pueue_group, validate_remote_base_dir
+from .validators import (
+    validate_allowed_names,
+    validate_proxy_jump,
+    validate_pueue_command,
+    validate_pueue_group,
+    validate_remote_base_dir,
+)
 
 
 class HpcHost(models.Model):
@@ -53,6 +59,15 @@ class HpcHost(models.Model):
         help_text="pueue itself (name or path), optionally with -c CONFIG or -p PROFILE.",
     )
     enabled = models.BooleanField(default=True)
+    allowed_groups = models.JSONField(
+        "who may use it",
+        default=list,
+        blank=True,
+        validators=[validate_allowed_names],
+        help_text="The Django user names and group names whose cases may run here (the operators' cases "
+        "always may); empty: everyone. Set by the deployment (configure_hpc): one HPC account is one trust "
+        "domain, so tenants who must not see each other's data get hosts of their own.",
+    )
 
     # The host's health, written only by ``resources.contact`` (the one seam for host contact).
     last_contact_at = models.DateTimeField(null=True, blank=True)
@@ -147,7 +162,12 @@ class GpuGroup(models.Model):
     def device_count(self) -> int:
         """How many GPUs a job of this group holds: the devices listed, 1 where none are given.
         GPU time (accounting, fair share) is run time times this."""
-        return max(1, len([d for d in self.devices.split(",") if d.strip()]))
+        return count_devices(self.devices)
+
+
+def count_devices(devices: str | None) -> int:
+    """The rule behind ``GpuGroup.device_count``, for a devices list read as a value (``None``: none)."""
+    return max(1, len([d for d in (devices or "").split(",") if d.strip()]))
 
 
 class HostSlot(models.Model):

@@ -86,3 +86,19 @@ def validate_pueue_group(value: str) -> None:
         raise ValidationError(
             f"{value!r} is not a pueue group name MQIC accepts (letters, digits, _ . -; at most 64)"
         )
+
+
+ALLOWED_NAME = re.compile(r"[\w.@+-]{1,150}")
+MAX_ALLOWED_NAMES = 100
+
+
+def validate_allowed_names(value: object) -> None:
+    """Who may use a host: a list of at most ``MAX_ALLOWED_NAMES`` Django user or group names, each of
+    the characters Django allows in a user name (letters, digits, ``_ . @ + -``; at most 150)."""
+    if not isinstance(value, list) or len(value) > MAX_ALLOWED_NAMES:
+        raise ValidationError(f"a list of at most {MAX_ALLOWED_NAMES} user or group names")
+    for name in value:
+        if not isinstance(name, str) or not ALLOWED_NAME.fullmatch(name):
+            raise ValidationError(
+                f"{name!r} is not a user or group name MQIC accepts (letters, digits, _ . @ + -; at most 150)"
+            )

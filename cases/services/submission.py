@@ -16,7 +16,7 @@ remote labels after the lease expires.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +43,7 @@ from resources.services import free_groups, set_blocked, take_group
 
 from ..faults import crash_point
 from ..models import Attempt, Case, CaseStatus
+from . import queueing
 from .intake import list_case
 from .isolation import isolated
 from .jobs import ATTEMPT_VARIABLE, folder_name, job_command, new_token, remote_dir, token_of
@@ -50,6 +51,7 @@ from .labels import label_for, label_prefix
 from .lifecycle import adopt, fail, give_back, move_and_release, retry_or_fail
 from .matching import live_tasks_of
 from .progress import UploadProgress
+from .tenancy import Tenancy, tenancy
 from .transitions import record_event, transition
 
 S = CaseStatus
@@ -89,45 +91,56 @@ def submit_pass(limit: int | None = None) -> SubmitReport:
 
 
 PLACED_LOOKAHEAD = 100
-"""How many waiting cases past the free groups a pass looks at: a case that asks for a busy host
-or group must not hold up the cases behind it."""
+"""How many waiting cases past the free groups a pass reads: cases whose group a claim of the same
+pass took, or whose owner reached its quota in it, are passed over for the ones behind them."""
 
 
 def claim_cases(limit: int | None = None) -> list[Case]:
-    """Lock a free GPU group for each waiting case, oldest first, until groups run out.
+    """Lock a free GPU group for each waiting case, in the queue's order, until groups run out.
 
-    The free groups and the waiting cases are read once; each claim is then its own
-    compare-and-swap, so a group or a case a peer takes meanwhile is only passed over. A case
-    that names a host or group (``placement``) waits for that one; the cases behind it go on.
+    The free groups, the owners' standings and the first waiting cases that fit them are read
+    once (``queueing``: fair share, quotas, placement and the hosts an owner may use); each claim
+    is then its own compare-and-swap, so a group or a case a peer takes meanwhile is only passed
+    over, and an owner a peer filled up to its quota is passed over for the rest of the pass.
     """
     pool = free_groups()
     wanted = min(len(pool), limit or len(pool))
     if not wanted:
         return []
-    waiting = Case.objects.filter(status=S.SUBMITTED, restore_check=False).order_by("created_at", "pk")
-    prefix, claimed = label_prefix(), []
-    for case in waiting[: wanted + PLACED_LOOKAHEAD]:
-        if len(claimed) == wanted:
+    queue, waiting = queueing.next_cases(pool, wanted + PLACED_LOOKAHEAD)
+    prefix, claimed, taken, full = label_prefix(), [], Counter(), set()
+    for case in waiting:
+        if len(claimed) == wanted or not pool:
             break
-        placed = claim_from(pool, case, prefix)
+        if case.owner_id in full or queue.full(case.owner_id, taken[case.owner_id]):
+            continue
+        try:
+            placed = claim_from(pool, case, prefix, queue.rules)
+        except queueing.OverQuota:
+            full.add(case.owner_id)  # a peer's claims filled it since the standings were read
+            continue
         if placed:
             claimed.append(case)
-        elif placed is None and not (case.wanted_host or case.wanted_group):
-            break  # no free group was left for a case that takes any: none is left for the rest
+            taken[case.owner_id] += 1
     return claimed
 
 
 def claim(case_id: int, prefix: str | None = None) -> Case | None:
-    """Claim this one case on the first free group that fits it, or ``None``."""
+    """Claim this one case on the first free group that fits it, or ``None`` (none fits, or its
+    owner holds its quota)."""
     case = Case.objects.get(pk=case_id)
-    return case if claim_from(free_groups(), case, prefix) else None
+    pool = free_groups()
+    try:
+        return case if claim_from(pool, case, prefix, tenancy(group.host for group in pool)) else None
+    except queueing.OverQuota:
+        return None
 
 
-def claim_from(pool: list[GpuGroup], case: Case, prefix: str | None) -> bool | None:
-    """Claim ``case`` on the first group of ``pool`` that fits it; a group taken (by this case or
-    by a peer) leaves the pool. ``None``: no group of the pool was left for it; ``False``: a
-    peer claimed the case."""
-    for group in [group for group in pool if fits(group, case)]:
+def claim_from(pool: list[GpuGroup], case: Case, prefix: str | None, rules: Tenancy) -> bool | None:
+    """Claim ``case`` on the first group of ``pool`` that fits it (``queueing.fits``); a group taken
+    (by this case or by a peer) leaves the pool. ``None``: no group of the pool was left for it;
+    ``False``: a peer claimed the case; ``OverQuota``: its owner holds its quota."""
+    for group in [group for group in pool if queueing.fits(group, case, rules)]:
         claimed = claim_on(group, case, prefix)
         if claimed is not False:
             pool.remove(group)
@@ -136,21 +149,18 @@ def claim_from(pool: list[GpuGroup], case: Case, prefix: str | None) -> bool | N
     return None
 
 
-def fits(group: GpuGroup, case: Case) -> bool:
-    return (not case.wanted_host or group.host.name == case.wanted_host) and (
-        not case.wanted_group or group.name == case.wanted_group
-    )
-
-
 def claim_on(
     group: GpuGroup, case: Case, prefix: str | None, *, token: str | None = None, lifting: str = ""
 ) -> bool | None:
-    """GPU lock, a new attempt and ``submitting`` together, or none of them. ``True``: claimed;
-    ``None``: the group was taken meanwhile (try another); ``False``: the case was. ``token``: the
-    attempt's, when it is one found on the host (``restore``), not a new one; ``lifting``: the
-    block it lifts (see ``take_group``)."""
+    """GPU lock, a new attempt and ``submitting`` together, or none of them, within the owner's
+    quota. ``True``: claimed; ``None``: the group was taken meanwhile (try another); ``False``: the
+    case was; ``OverQuota``: the owner's cases hold their quota. ``token``: the attempt's, when it
+    is one found running on the host (``restore``): adopted whatever the quota, for it runs
+    already; ``lifting``: the block it lifts (see ``take_group``)."""
     as_read = (group.status, group.holder_id, group.lease_generation, group.assigned_at)
     with transaction.atomic():
+        if token is None:
+            queueing.claim_within_quota(case.owner_id)  # raises OverQuota: nothing is written
         taken = take_group(group, case.pk, lifting=lifting)
         if not taken:
             return None if taken is False else False

@@ -34,6 +34,7 @@ SCENARIOS = {
     9: "lifecycle",
     10: "far",
     11: "year",
+    12: "fair_share",
 }
 RESULTS = env.REPO / "bench-results"
 
