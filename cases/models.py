@@ -202,6 +202,10 @@ class Attempt(models.Model):
     def __str__(self):
         return f"attempt {self.token} of case {self.case_id}"
 
+    @property
+    def gpu_hours(self) -> float | None:
+        return None if self.gpu_seconds is None else self.gpu_seconds / 3600
+
 
 class GpuUsage(models.Model):
     """The GPU seconds of the attempts that ended in one month (the site's time zone), per case owner
