@@ -67,8 +67,9 @@ class NotificationAdmin(admin.ModelAdmin):
 
 @admin.register(GpuAccounting)
 class GpuAccountingAdmin(admin.ModelAdmin):
-    """ "GPU accounting" in the admin index, for whoever may open the page; its list is the page
-    (``views.GpuAccountingView``) and its CSV download, nothing is ever added, changed or deleted."""
+    """The admin index's entry "GPU accounting", for whoever may open the page. Its URLs are the page
+    (``views.GpuAccountingView``, named as Django names a list, so the index links to it) and its CSV
+    download; nothing is ever added, changed or deleted through it."""
 
     def has_module_permission(self, request):
         return request.user.has_perm(ACCOUNTING_PERMISSION)
@@ -86,7 +87,6 @@ class GpuAccountingAdmin(admin.ModelAdmin):
         return False
 
     def get_urls(self):
-        # Named as Django names a list (the index links to it), and its CSV beside it.
         page = self.admin_site.admin_view
         return [
             path("", page(GpuAccountingView.as_view()), name="console_gpuaccounting_changelist"),

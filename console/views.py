@@ -2,7 +2,8 @@
 a case's results, GPU accounting, and the JSON endpoints of the live pages.
 
 Each needs its own permission (``AdminPage``, or checked at the top of the view);
-``console.urls`` wraps them in ``admin_view`` (login, no caching).
+``console.urls`` wraps them in ``admin_view`` (login, no caching), and the GPU accounting pages'
+admin entry (``admin.GpuAccountingAdmin``) its own.
 """
 
 from __future__ import annotations

@@ -8,13 +8,13 @@ import re
 from datetime import date
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 
 from cases.models import Attempt, CaseStatus, GpuUsage
 from tests.factories import make_case, make_group, make_host
-from tests.support.users import user_with
+from tests.support.users import scientist, user_with
 
 pytestmark = pytest.mark.django_db
 PAGE = reverse("admin:console_gpuaccounting_changelist")
@@ -44,12 +44,6 @@ def usage(db):
     ]:
         GpuUsage.objects.create(owner=owner, host=host, month=month, gpu_seconds=seconds)
     return alice, bob
-
-
-def scientist(name: str) -> User:
-    user = User.objects.create_user(name, password=f"pw-{name}", is_staff=True)
-    user.groups.add(Group.objects.get(name="scientists"))
-    return user
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import re
 from datetime import date, timedelta
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import expect
@@ -21,7 +20,7 @@ from resources.models import GpuGroup, HpcHost
 from resources.services import lock_free_group
 from tests.factories import make_case, make_group, make_host
 from tests.support.cases import drop_case, running_case
-from tests.support.users import user_with
+from tests.support.users import scientist, user_with
 
 pytest_plugins = ["tests.support.browser"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.filterwarnings("ignore:No directory at")]
@@ -231,8 +230,7 @@ def test_a_hostile_group_name_is_text_on_every_page_and_no_script_runs(console, 
 
 
 def test_gpu_accounting_is_reached_from_the_index_with_its_lines_and_their_csv(console, log_in_as):
-    alice = User.objects.create_user("alice", password="pw-alice", is_staff=True)
-    alice.groups.add(Group.objects.get(name="scientists"))
+    alice = scientist("alice")
     host = make_host(name="cluster-a")
     GpuUsage.objects.create(owner=alice, host=host, month=date(2026, 2, 1), gpu_seconds=7200)
     GpuUsage.objects.create(owner=None, host=host, month=date(2026, 3, 1), gpu_seconds=900)
