@@ -21,12 +21,17 @@ def sees_all(user) -> bool:
 
 def visible_cases(user, cases: QuerySet[Case] | None = None) -> QuerySet[Case]:
     """``cases`` (every case by default) narrowed to what ``user`` may see."""
-    cases = Case.objects.all() if cases is None else cases
+    return visible_owned(user, Case.objects.all() if cases is None else cases)
+
+
+def visible_owned(user, rows: QuerySet, owner: str = "owner") -> QuerySet:
+    """Rows of anything that belongs to a case owner (named by the field ``owner``: cases, the GPU
+    time they used) narrowed by the same rule: all of them for an operator, else the user's own."""
     if sees_all(user):
-        return cases
+        return rows
     if not user.is_active or not user.is_authenticated:
-        return cases.none()
-    return cases.filter(owner=user)
+        return rows.none()
+    return rows.filter(**{owner: user})
 
 
 def may_see(user, case: Case) -> bool:

@@ -195,6 +195,12 @@ class Attempt(models.Model):
         blank=True,
         help_text="Where its results are on this machine (earlier attempts: set aside).",
     )
+    gpu_seconds = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="GPU time it used: from the claim of its GPU group to its end, in whole seconds, times the "
+        "group's devices (services/accounting.py); recorded when it ends.",
+    )
 
     class Meta:
         ordering = ["started_at", "pk"]
@@ -208,6 +214,49 @@ class Attempt(models.Model):
 
     def __str__(self):
         return f"attempt {self.token} of case {self.case_id}"
+
+    @property
+    def gpu_hours(self) -> float | None:
+        return None if self.gpu_seconds is None else self.gpu_seconds / 3600
+
+
+class GpuUsage(models.Model):
+    """The GPU seconds of the attempts that ended in one month (the site's time zone), per case owner
+    and host: the accounting ledger that ``/metrics`` and the GPU accounting page read.
+
+    Each end of an attempt adds its GPU seconds here in the transaction that ends it
+    (``services/accounting.py``). Rows are only ever added to, never pruned: a deleted case takes its
+    attempts with it, but not the GPU time it used, so the totals (a Prometheus counter) never go
+    down. Small: owners x hosts x months.
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The cases' owner; none: the operators' cases.",
+    )
+    host = models.ForeignKey("resources.HpcHost", on_delete=models.PROTECT, related_name="+")
+    month = models.DateField(help_text="The first day of the month the attempts ended in.")
+    gpu_seconds = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "GPU usage"
+        verbose_name_plural = "GPU usage"
+        constraints = [
+            # A NULL owner never equals another in a unique index: the operators' rows get their own.
+            models.UniqueConstraint(
+                fields=["owner", "host", "month"], condition=models.Q(owner__isnull=False), name="gpu_usage_once"
+            ),
+            models.UniqueConstraint(
+                fields=["host", "month"], condition=models.Q(owner__isnull=True), name="gpu_usage_once_unowned"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.owner or '(none)'} on {self.host_id} in {self.month:%Y-%m}: {self.gpu_seconds} GPU s"
 
 
 class PassRun(models.Model):

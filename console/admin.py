@@ -1,4 +1,5 @@
-"""django-q2's own admin pages, made safe for staff who are not superusers.
+"""The console's entries in the admin: notifications, GPU accounting, and django-q2's own pages,
+made safe for staff who are not superusers.
 
 A schedule or a queued task names any importable function with any arguments (``os.system``),
 and "resubmit" runs a failed task again: whoever may add or change them may run code on every
@@ -6,9 +7,11 @@ worker. So for everyone but superusers django-q2's pages are read-only, without 
 """
 
 from django.contrib import admin
+from django.urls import path
 from django.utils import timezone
 
-from .models import Notification
+from .models import GpuAccounting, Notification
+from .views import ACCOUNTING_PERMISSION, GpuAccountingCsv, GpuAccountingView
 
 
 class ReadOnlyUnlessSuperuser:
@@ -60,3 +63,32 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(GpuAccounting)
+class GpuAccountingAdmin(admin.ModelAdmin):
+    """The admin index's entry "GPU accounting", for whoever may open the page. Its URLs are the page
+    (``views.GpuAccountingView``, named as Django names a list, so the index links to it) and its CSV
+    download; nothing is ever added, changed or deleted through it."""
+
+    def has_module_permission(self, request):
+        return request.user.has_perm(ACCOUNTING_PERMISSION)
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm(ACCOUNTING_PERMISSION)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        page = self.admin_site.admin_view
+        return [
+            path("", page(GpuAccountingView.as_view()), name="console_gpuaccounting_changelist"),
+            path("csv/", page(GpuAccountingCsv.as_view()), name="console_gpuaccounting_csv"),
+        ]

@@ -7,6 +7,10 @@ in-process counters would each see a part and need a multi-process directory to 
 scrape-time collector gives the same answer whatever process serves it, costs a handful of
 aggregate queries, and leaves request instrumentation (django-prometheus's strength) out of
 the operator's way. Reading it needs the bearer token ``MQIC_METRICS_TOKEN`` or a staff session.
+
+``mqic_gpu_seconds_total`` is a counter read from the GPU accounting ledger, which is only ever added
+to (``cases.models.GpuUsage``): it never goes down, whatever cases are deleted or pruned. Its label
+values are user and host names, escaped by ``prometheus_client`` as the format says.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import hmac
 from django.conf import settings
 from django.http import HttpResponse
 from django.views.decorators.http import require_GET
-from prometheus_client.core import CollectorRegistry, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from .selectors import metric_values
@@ -48,6 +52,16 @@ class MqicCollector:
         yield groups
         yield from _pass_metrics(values.passes)
         yield from _host_metrics(values.hosts)
+        gpu = CounterMetricFamily(
+            "mqic_gpu_seconds",
+            "GPU seconds of ended attempts (from the claim of the GPU group to the end, times its devices), "
+            'by case owner ("(none)": the operators\' cases) and host.',
+            labels=["owner", "host"],
+            unit="seconds",
+        )
+        for (owner, host), seconds in sorted(values.gpu_seconds.items()):
+            gpu.add_metric([owner, host], seconds)
+        yield gpu
 
 
 def _pass_metrics(passes):

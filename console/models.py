@@ -1,8 +1,9 @@
-"""The console's own rows: the notifications it sent, and the permission to read a case's results."""
+"""The console's own rows: the notifications it sent, the permission to read a case's results, and
+the admin index's entry of the GPU accounting page."""
 
 from django.db import models
 
-from cases.models import Case
+from cases.models import Case, GpuUsage
 
 
 class Notification(models.Model):
@@ -57,3 +58,15 @@ class CaseResults(Case):
         proxy = True
         default_permissions = ()
         permissions = [("view_results", "Can list and download a case's results and job log")]
+
+
+class GpuAccounting(GpuUsage):
+    """The ledger of GPU time as the admin index lists it: "GPU accounting", whose list is the
+    accounting page (``admin.GpuAccountingAdmin``). A proxy, for that entry only: who may open it
+    is ``views.ACCOUNTING_PERMISSION``, so it has no permissions of its own."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        verbose_name = "GPU accounting"
+        verbose_name_plural = "GPU accounting"

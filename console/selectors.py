@@ -15,6 +15,8 @@ from cases.selectors import stuck_cases, troubled_cases
 from cases.services.passes import KINDS as PASS_KINDS
 from resources.models import GpuGroup, HpcHost
 
+from .accounting import counter_values
+
 # django-q2's scheduler looks every 30 s and our schedules run every minute: a schedule
 # overdue by more than this means no cluster is running them.
 SCHEDULE_GRACE = timedelta(seconds=120)
@@ -135,6 +137,8 @@ class MetricValues:
     groups: dict[str, int]
     passes: list[PassNumbers]
     hosts: list[HostNumbers]
+    gpu_seconds: dict[tuple[str, str], int]
+    """GPU seconds of ended attempts by (owner, host), all months: ``accounting.counter_values``."""
 
 
 def metric_values(now: datetime | None = None) -> MetricValues:
@@ -167,6 +171,7 @@ def metric_values(now: datetime | None = None) -> MetricValues:
         groups=groups,
         passes=passes,
         hosts=hosts,
+        gpu_seconds=counter_values(),
     )
 
 

@@ -1,14 +1,16 @@
 """The console's pages: a host's remote state, the confirmation of an orphan's kill or adoption,
-a case's results, and the JSON endpoints of the live pages.
+a case's results, GPU accounting, and the JSON endpoints of the live pages.
 
 Each needs its own permission (``AdminPage``, or checked at the top of the view);
-``console.urls`` wraps them in ``admin_view`` (login, no caching).
+``console.urls`` wraps them in ``admin_view`` (login, no caching), and the GPU accounting pages'
+admin entry (``admin.GpuAccountingAdmin``) its own.
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
 from django.utils.html import escape, format_html
@@ -24,7 +26,8 @@ from mqic_site.admin_ui import AdminPage, log_outcome, show
 from resources.models import HpcHost
 from resources.remote.untar import shown
 
-from . import live, results
+from . import accounting, live, results
+from .models import GpuAccounting
 from .remote import remote_state
 
 
@@ -176,4 +179,39 @@ class ResultArchive(View):
         top = f"case-{case.pk}-{slugify(case.name)[:80] or 'results'}"
         response = StreamingHttpResponse(results.tar_stream(case, top), content_type="application/gzip")
         response["Content-Disposition"] = f'attachment; filename="{top}.tar.gz"'
+        return response
+
+
+# -- GPU accounting: GPU time per owner, host and month, and the same as CSV ------------------
+
+ACCOUNTING_PERMISSION = "cases.view_case"
+"""Who may open the page: staff who see cases (the scientists group too); which lines each sees is
+``cases.access``'s rule (``accounting.report``)."""
+
+
+class GpuAccountingView(AdminPage):
+    permission = ACCOUNTING_PERMISSION
+    template_name = "console/gpu_accounting.html"
+    title = "GPU accounting"
+    opts = GpuAccounting._meta
+
+    def get_context_data(self, **kwargs):
+        months = accounting.months_asked(self.request.GET)
+        return super().get_context_data(**kwargs) | {
+            "report": accounting.report(self.request.user, months),
+            "months": months,
+            "time_zone": settings.TIME_ZONE,
+        }
+
+
+class GpuAccountingCsv(AdminPage):
+    """The page's lines as a CSV download (the same months, the same rule of who sees which)."""
+
+    permission = ACCOUNTING_PERMISSION
+
+    def get(self, request):
+        months = accounting.months_asked(request.GET)
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{accounting.csv_name(months)}"'
+        accounting.write_csv(accounting.report(request.user, months), response)
         return response

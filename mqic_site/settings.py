@@ -175,7 +175,9 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The site's time zone: how the admin shows times, and the months GPU accounting is kept by. An IANA
+# name (Europe/Berlin); Django refuses to start with an unknown one.
+TIME_ZONE = os.environ.get("MQIC_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 # Times to the second everywhere (mqic_site/formats/en/formats.py): operators compare them with logs.

@@ -6,21 +6,21 @@ in test-artifacts/.
 """
 
 import re
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from cases.models import Case, CaseStatus
+from cases.models import Case, CaseStatus, GpuUsage
 from cases.services import intake, monitoring
 from console import delivery, notifications
 from resources.models import GpuGroup, HpcHost
 from resources.services import lock_free_group
 from tests.factories import make_case, make_group, make_host
 from tests.support.cases import drop_case, running_case
-from tests.support.users import user_with
+from tests.support.users import scientist, user_with
 
 pytest_plugins = ["tests.support.browser"]
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.filterwarnings("ignore:No directory at")]
@@ -227,3 +227,33 @@ def test_a_hostile_group_name_is_text_on_every_page_and_no_script_runs(console, 
     assert console.title() != "pwned"
     expect(console.locator("#result_list")).to_contain_text(HOSTILE)
     assert "script-src 'self'" in console.request.get(console.base + "/admin/").headers["content-security-policy"]
+
+
+def test_gpu_accounting_is_reached_from_the_index_with_its_lines_and_their_csv(console, log_in_as):
+    alice = scientist("alice")
+    host = make_host(name="cluster-a")
+    GpuUsage.objects.create(owner=alice, host=host, month=date(2026, 2, 1), gpu_seconds=7200)
+    GpuUsage.objects.create(owner=None, host=host, month=date(2026, 3, 1), gpu_seconds=900)
+
+    console.goto(console.base + reverse("admin:index"))
+    console.get_by_role("link", name="GPU accounting").click()
+    expect(console.locator("h1")).to_have_text("GPU accounting")
+    lines = console.locator("#gpu-accounting tbody tr")
+    expect(lines).to_have_count(2)
+    expect(lines.nth(0).locator("td")).to_have_text(["2026-03", "(none)", "cluster-a", "0.25", "900"])
+    expect(lines.nth(1).locator("td")).to_have_text(["2026-02", "alice", "cluster-a", "2.00", "7200"])
+    expect(console.locator("#accounting-total th")).to_have_text(["total", "2.25", "8100"])
+    with console.expect_download() as download:
+        console.get_by_role("link", name="Download CSV").click()
+    assert download.value.suggested_filename == "gpu-accounting.csv"
+    assert download.value.path().read_text().splitlines() == [
+        "owner,host,month,gpu_seconds,gpu_hours",
+        "(none),cluster-a,2026-03,900,0.2500",
+        "alice,cluster-a,2026-02,7200,2.0000",
+    ]
+
+    mine = log_in_as("alice", "pw-alice")  # a scientist: their own line only
+    mine.get_by_role("link", name="GPU accounting").click()
+    expect(mine.locator("#gpu-accounting tbody tr")).to_have_count(1)
+    expect(mine.locator("#gpu-accounting")).not_to_contain_text("(none)")
+    expect(mine.locator("#accounting-total th")).to_have_text(["total", "2.00", "7200"])

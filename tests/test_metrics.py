@@ -10,7 +10,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from cases.models import CaseStatus, PassRun
+from cases.models import Attempt, Case, CaseStatus, PassRun
+from cases.services.accounting import end_attempts
+from cases.services.retention import prune
 from resources.models import GpuGroup
 from resources.services import lock_free_group
 from tests.factories import make_case, make_group, make_host
@@ -130,3 +132,62 @@ def test_the_release_is_in_metrics_and_in_the_admin(admin_client, plain_static, 
 def test_a_browser_is_shown_the_metrics_as_text_not_a_download(admin_client):
     shown = admin_client.get("/metrics", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
     assert shown["Content-Type"] == "text/plain; charset=utf-8" and b"mqic_cases" in shown.content
+
+
+def ended_attempt(group, owner, hours: float) -> None:
+    """An attempt of ``hours`` on ``group`` for a case of ``owner``, ended through the accounting service."""
+    now = timezone.now()
+    case = make_case(S.RUNNING, owner=owner, gpu_group=group)
+    started_at = now - timedelta(hours=hours)
+    Attempt.objects.create(case=case, token=f"t{case.pk}", remote_dir="/d", gpu_group=group, started_at=started_at)
+    end_attempts(case.pk, now, outcome="completed")
+
+
+def gpu_seconds(found: dict) -> dict[tuple[str, str], float]:
+    return {
+        (labels["owner"], labels["host"]): value
+        for (name, *pairs), value in found.items()
+        if name == "mqic_gpu_seconds_total" and (labels := dict(pairs))
+    }
+
+
+def test_gpu_seconds_are_a_counter_per_owner_and_host_with_names_escaped(client):
+    alice = User.objects.create_user("alice")
+    odd = User.objects.create_user('ev"il\\na\nme} x="1')  # staff type usernames: any text reaches the label
+    one = make_group(make_host(name="cluster-a"), devices="0")
+    two = make_group(make_host(name="cluster-b"), devices="0,1")
+    ended_attempt(one, alice, 1)
+    ended_attempt(one, alice, 2)
+    ended_attempt(two, alice, 1)
+    ended_attempt(two, odd, 0.5)
+    ended_attempt(one, None, 1)
+
+    response = scrape(client, Authorization=f"Bearer {TOKEN}")
+    text = response.content.decode()
+    assert "# TYPE mqic_gpu_seconds counter" in text and "# UNIT mqic_gpu_seconds seconds" in text
+    assert r'owner="ev\"il\\na\nme} x=\"1"' in text, "quote, backslash and newline escaped"
+    assert gpu_seconds(samples(response)) == {
+        ("alice", "cluster-a"): 3 * 3600,
+        ("alice", "cluster-b"): 2 * 3600,
+        ('ev"il\\na\nme} x="1', "cluster-b"): 3600,
+        ("(none)", "cluster-a"): 3600,
+    }
+
+
+def test_gpu_seconds_never_go_down_when_cases_are_deleted_or_pruned(client):
+    group = make_group(devices="0,1")
+    alice = User.objects.create_user("alice")
+    ended_attempt(group, alice, 1)
+    ended_attempt(group, None, 1)
+    before = gpu_seconds(samples(scrape(client, Authorization=f"Bearer {TOKEN}")))
+    assert before == {("alice", group.host.name): 2 * 3600, ("(none)", group.host.name): 2 * 3600}
+
+    Case.objects.update(finished_at=timezone.now() - timedelta(days=1000))
+    prune(now=timezone.now() + timedelta(days=1000))
+    Case.objects.all().delete()  # an operator deletes old cases: their attempts go with them
+    assert not Attempt.objects.exists()
+    assert gpu_seconds(samples(scrape(client, Authorization=f"Bearer {TOKEN}"))) == before
+
+    ended_attempt(group, alice, 1)
+    after = gpu_seconds(samples(scrape(client, Authorization=f"Bearer {TOKEN}")))
+    assert after == {("alice", group.host.name): 4 * 3600, ("(none)", group.host.name): 2 * 3600}

@@ -6,6 +6,7 @@ on an installation's database (``docs/upgrading.md``)."""
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.db import models
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 pytestmark = pytest.mark.django_db(transaction=True)
 APPS = ("resources", "cases", "console")
-ORDER = ["HpcHost", "GpuGroup", "HostSlot", "Case", "CaseEvent", "Attempt", "PassRun", "Notification"]
+ORDER = ["HpcHost", "GpuGroup", "HostSlot", "Case", "CaseEvent", "Attempt", "GpuUsage", "PassRun", "Notification"]
 """Models in the order their rows can be made (what a row points at comes first)."""
 _n = itertools.count(1)
 
@@ -45,6 +46,8 @@ def value_for(field: models.Field, made: dict):
         return next(_n) % 1000 + 1
     if isinstance(field, models.DateTimeField):
         return timezone.now()
+    if isinstance(field, models.DateField):
+        return timezone.now().date()
     if isinstance(field, models.JSONField):
         return {"seen": "before the migration"}
     if isinstance(field, models.CharField | models.TextField | models.SlugField):
@@ -132,3 +135,43 @@ def test_attempts_before_their_results_were_kept_read_as_unknown(migrator):
     new = migrator.apply_tested_migration(("cases", "0008_attempt_results"))
     attempt = new.apps.get_model("cases", "Attempt").objects.get()
     assert (attempt.exit_code, attempt.log_tail, attempt.result_path) == (None, "", "")
+
+
+def test_attempts_ended_before_gpu_accounting_get_their_gpu_seconds_and_the_ledger_its_totals(migrator, settings):
+    settings.TIME_ZONE = "Europe/Berlin"
+    old = migrator.apply_initial_migration(("cases", "0013_gpu_accounting"))
+    user = old.apps.get_model("auth", "User").objects.create(username="alice")
+    host = old.apps.get_model("resources", "HpcHost").objects.create(name="a", hostname="h", base_dir="/d")
+    group = old.apps.get_model("resources", "GpuGroup")
+    one = group.objects.create(host=host, name="one", pueue_group="one", devices="")
+    two = group.objects.create(host=host, name="two", pueue_group="two", devices="0, 1")
+    case = old.apps.get_model("cases", "Case")
+    mine = case.objects.create(name="m", source_path="/in/m", status="completed", owner=user)
+    ops = case.objects.create(name="o", source_path="/in/o", status="running")
+    attempt = old.apps.get_model("cases", "Attempt")
+    jan_end = datetime(2026, 1, 31, 23, 30, tzinfo=UTC)  # February in Berlin
+    made = [
+        (mine, two, jan_end - timedelta(hours=1), jan_end),
+        (mine, one, jan_end - timedelta(days=20), jan_end - timedelta(days=19, seconds=0.4)),
+        (ops, one, jan_end - timedelta(hours=3), jan_end - timedelta(hours=2)),
+        (ops, None, jan_end - timedelta(hours=3), jan_end),  # held no GPU group
+        (ops, two, timezone.now(), None),  # still running: recorded when it ends
+    ]
+    for n, (of, on, started_at, ended_at) in enumerate(made):
+        attempt.objects.create(
+            case=of, token=f"t{n}", remote_dir=f"/d/t{n}", gpu_group=on, started_at=started_at, ended_at=ended_at
+        )
+
+    new = migrator.apply_tested_migration(("cases", "0014_gpu_seconds_of_ended_attempts"))
+    seconds = dict(new.apps.get_model("cases", "Attempt").objects.values_list("token", "gpu_seconds"))
+    assert seconds == {"t0": 2 * 3600, "t1": 24 * 3600, "t2": 3600, "t3": 0, "t4": None}
+    ledger = new.apps.get_model("cases", "GpuUsage").objects
+    usage = ledger.values_list("owner_id", "host_id", "month", "gpu_seconds")
+    assert sorted(usage, key=str) == sorted(
+        [
+            (user.pk, host.pk, date(2026, 2, 1), 2 * 3600),
+            (user.pk, host.pk, date(2026, 1, 1), 24 * 3600),
+            (None, host.pk, date(2026, 1, 1), 3600),  # 22:30 in Berlin
+        ],
+        key=str,
+    )

@@ -5,6 +5,10 @@ ended longer than ``MQIC_KEEP_CASE_NOTES_DAYS`` ago: events that changed no stat
 warnings, progress). A case's summary stays whole: its row, its attempts (exit code, log's last
 lines, where its results are) and every status change of its timeline, with who and why. Rows go
 in batches, each its own short transaction, so the passes that run meanwhile never wait long.
+
+GPU accounting (``GpuUsage``, owners x hosts x months) is never pruned: ``mqic_gpu_seconds_total``
+is a counter, which must never go down, and the ledger holds the GPU time of attempts whose case
+is deleted. Whatever goes here later (attempts, whole cases) leaves it whole.
 """
 
 from __future__ import annotations

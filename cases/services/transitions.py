@@ -13,6 +13,7 @@ from django.db.models.expressions import Combinable
 from django.utils import timezone
 
 from ..models import HOLDS_GPU, TRANSITIONS, Attempt, Case, CaseEvent, CaseStatus
+from .accounting import end_attempts
 
 SYSTEM = "system"
 
@@ -90,16 +91,17 @@ def transition(
 
 
 def _note_attempt(case_id: int, old: str, new: str, reason: str, fields: dict, now) -> None:
-    """Keep the current attempt's row in step: its task once known, its end once left."""
+    """Keep the current attempt's row in step: its task once known, its end (and GPU time) once left."""
     current = Attempt.objects.filter(case_id=case_id, ended_at__isnull=True)
     if new == CaseStatus.RUNNING and fields.get("pueue_task_id") is not None:
         current.update(task_id=fields["pueue_task_id"], task_created_at=fields.get("pueue_task_created_at"))
     elif old in HOLDS_GPU and new not in HOLDS_GPU:
         case = Case.objects.filter(pk=case_id)
         ended = {name: fields[name] for name in ("exit_code", "log_tail", "result_path") if name in fields}
-        current.update(
+        end_attempts(
+            case_id,
+            now,
             **ended,
-            ended_at=now,
             outcome=f"{new}: {reason}"[:2000],
             last_seen_task=Subquery(case.values("last_seen_task")[:1]),
             task_id=Subquery(case.values("pueue_task_id")[:1]),

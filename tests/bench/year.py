@@ -1,8 +1,10 @@
-"""Scenario 11: a year of data. At 1,000 cases a day: 365,000 ended cases with their attempts and
-events (each case's status changes and a few notes), the pass records of the retention period,
-the notifications of the failures. Then, through Django's test client as a superuser: the case
-list as it opens and a case's page; and one monitor pass over 64 running cases (parse + decide,
-``status --json`` replayed, no SSH), against the same pass with an empty history.
+"""Scenario 11: a year of data. At 1,000 cases a day: 365,000 ended cases of 50 owners with their
+attempts and events (each case's status changes and a few notes), the pass records of the retention
+period, the notifications of the failures. The attempts are as an installation before GPU accounting
+holds them: the upgrade's backfill (migration cases 0012) is timed on them. Then, through Django's
+test client as a superuser: the case list as it opens, a case's page, the GPU accounting page and
+``/metrics``; and one monitor pass over 64 running cases (parse + decide, ``status --json``
+replayed, no SSH), against the same pass with an empty history.
 
 Rows are made with ``bulk_create``; ``--quick`` makes a tenth of them. ``manage.py prune`` is not
 run first: this is the year an installation holds before it prunes notes, the worst case.
@@ -10,15 +12,19 @@ run first: this is the year an installation holds before it prunes notes, the wo
 
 from __future__ import annotations
 
+import time
 import warnings
 from datetime import timedelta
+from importlib import import_module
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from cases.models import Attempt, Case, CaseEvent, CaseStatus, PassRun
+from cases.models import Attempt, Case, CaseEvent, CaseStatus, GpuUsage, PassRun
 from cases.services import monitoring
 from console.models import Notification
 from resources.models import GpuGroup, HpcHost
@@ -29,11 +35,15 @@ from .measure import median_seconds
 from .remote_state import GROUPS, TaskMaker, replaying, running_cases
 from .report import ScenarioResult
 
-TITLE = "a year of data (365,000 cases, their attempts and events): case list, case page, monitor pass"
+TITLE = (
+    "a year of data (365,000 cases, their attempts and events): case list, case page, GPU accounting, "
+    "/metrics, the accounting backfill, monitor pass"
+)
 S = CaseStatus
 BATCH = 5_000
 NOTES_PER_CASE = 3
 REPEAT = 5
+OWNERS = 50
 
 
 def run(bench: Bench, result: ScenarioResult) -> None:
@@ -46,6 +56,11 @@ def run(bench: Bench, result: ScenarioResult) -> None:
     empty = monitor_seconds(bench, host, groups)
     rows = make_year(cases, groups)
     full = monitor_seconds(bench, host, groups)
+    started = time.perf_counter()
+    with connection.schema_editor() as editor:
+        import_module("cases.migrations.0014_gpu_seconds_of_ended_attempts").backfill(apps, editor)
+    result.add("GPU accounting backfill of a year's attempts (the upgrade)", time.perf_counter() - started, "s")
+    rows["GPU accounting lines (owners x months)"] = GpuUsage.objects.count()
     user = get_user_model().objects.create_superuser("bench-year", "", "bench-password")
     client = Client(HTTP_HOST="localhost")
     client.force_login(user)
@@ -53,6 +68,8 @@ def run(bench: Bench, result: ScenarioResult) -> None:
     pages = {
         "the case list as it opens": reverse("admin:cases_case_changelist"),
         "a case's page": reverse("admin:cases_case_change", args=[some.pk]),
+        "the GPU accounting page": reverse("admin:console_gpuaccounting_changelist"),
+        "/metrics": reverse("metrics"),
     }
     with override_settings(STORAGES=PLAIN_STATIC), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No directory at")
@@ -84,6 +101,9 @@ def monitor_seconds(bench: Bench, host: HpcHost, groups: list[GpuGroup]) -> floa
 def make_year(cases: int, groups: list[GpuGroup]) -> dict[str, int]:
     """A year's ended cases, oldest first, each with one attempt, three status changes and notes."""
     now = timezone.now()
+    owners = get_user_model().objects.bulk_create(
+        get_user_model()(username=f"scientist-{k:02d}") for k in range(OWNERS)
+    )
     day = timedelta(days=365) / cases
     for start in range(0, cases, BATCH):
         made = Case.objects.bulk_create(
@@ -93,6 +113,7 @@ def make_year(cases: int, groups: list[GpuGroup]) -> dict[str, int]:
                 status=S.FAILED if n % 20 == 0 else S.COMPLETED,
                 label=f"mqic_case_year_{n}",
                 gpu_group=groups[n % len(groups)],
+                owner=owners[n % OWNERS],
                 exit_code=1 if n % 20 == 0 else 0,
                 finished_at=now - (cases - n) * day,
             )
