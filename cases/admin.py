@@ -16,14 +16,14 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from mqic_site.admin_ui import badge, confirmation, confirmed, given_why, link, log_outcome, safe_next, show
 
-from . import admin_views
+from . import access, admin_views
 from .models import FINISHED, HOLDS_GPU, Case, CaseEvent, CaseStatus, Installation, PassRun
 from .selectors import stuck_cases, troubled_cases, with_timing
 from .services import operations
@@ -197,6 +197,7 @@ class CaseAdmin(admin.ModelAdmin):
             {
                 "fields": (
                     "name_full",
+                    "owner",
                     "status_display",
                     "position_display",
                     "run_time_display",
@@ -230,7 +231,38 @@ class CaseAdmin(admin.ModelAdmin):
     # -- list and page ------------------------------------------------------------------------
 
     def get_queryset(self, request):
-        return with_timing(super().get_queryset(request))
+        """The cases this user may see (``access``): the list, its counts, the case page, the history
+        and every action start from here, so another owner's case is never listed nor acted on."""
+        return with_timing(access.visible_cases(request.user, super().get_queryset(request)))
+
+    def get_object(self, request, object_id, from_field=None):
+        """A case the user may not see is a 404 for them, as one that does not exist: it says nothing
+        of its existence (operators keep the admin's usual "does not exist" redirect)."""
+        case = super().get_object(request, object_id, from_field)
+        if case is None and not access.sees_all(request.user):
+            raise Http404("no such case")
+        return case
+
+    # An operator sees whose each case is, filters and searches by it; a user sees only their own.
+
+    def get_list_display(self, request):
+        """The owner comes last: the other columns keep their places, and the sort links their numbers."""
+        shown = super().get_list_display(request)
+        return (*shown, "owner_display") if access.sees_all(request.user) else shown
+
+    def get_list_filter(self, request):
+        owner = ("owner", admin.RelatedOnlyFieldListFilter)
+        return (*self.list_filter, owner) if access.sees_all(request.user) else self.list_filter
+
+    def get_search_fields(self, request):
+        return (*self.search_fields, "owner__username") if access.sees_all(request.user) else self.search_fields
+
+    def get_list_select_related(self, request):
+        return (*self.list_select_related, "owner") if access.sees_all(request.user) else self.list_select_related
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_display(self, case):
+        return case.owner.get_username() if case.owner_id else "-"
 
     @admin.display(description="name", ordering="name")
     def name_display(self, case):
@@ -340,7 +372,7 @@ class CaseAdmin(admin.ModelAdmin):
             "events": [(event, _pretty(event.detail)) for event in case.events.all()],
             "attempt_rows": list(case.attempt_rows.select_related("gpu_group__host")),
             "operations": self.operations_for(request, case),
-            "can_fetch_log": request.user.has_perm("resources.view_remote_state") and case.status == S.RUNNING,
+            "can_fetch_log": admin_views.may_follow_log(request.user, case) and case.status == S.RUNNING,
             "can_see_results": request.user.has_perm("console.view_results"),
             "case": case,
             "live_seconds": settings.MQIC_LIVE_SECONDS,
@@ -477,6 +509,10 @@ class CaseEventAdmin(admin.ModelAdmin):
     list_select_related = ("case",)
     search_fields = ("case__name", "reason")
     show_full_result_count = False
+
+    def get_queryset(self, request):
+        """The events of the cases this user may see (``access``): the actor filter lists only theirs."""
+        return super().get_queryset(request).filter(case__in=access.visible_cases(request.user))
 
     def has_add_permission(self, request):
         return False
