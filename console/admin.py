@@ -1,4 +1,5 @@
-"""django-q2's own admin pages, made safe for staff who are not superusers.
+"""The console's admin: the notifications sent, each user's notification choices, and django-q2's
+own pages, made safe for staff who are not superusers.
 
 A schedule or a queued task names any importable function with any arguments (``os.system``),
 and "resubmit" runs a failed task again: whoever may add or change them may run code on every
@@ -8,7 +9,7 @@ worker. So for everyone but superusers django-q2's pages are read-only, without 
 from django.contrib import admin
 from django.utils import timezone
 
-from .models import Notification
+from .models import Notification, NotificationPreference
 
 
 class ReadOnlyUnlessSuperuser:
@@ -60,3 +61,39 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(NotificationPreference)
+class NotificationPreferenceAdmin(admin.ModelAdmin):
+    """A user's own notification choices: each user sees, adds and edits their own row only (a
+    superuser every row). The row is made for whoever adds it; the address mailed is the user's
+    e-mail address, which an operator sets on the user."""
+
+    list_display = ("user", "mail_on_completion", "address")
+    readonly_fields = ("address",)
+
+    @admin.display(description="mailed to")
+    def address(self, row):
+        if row.user_id is None:
+            return "the e-mail address of your user"
+        return row.user.email or "no e-mail address: ask an operator to set it"
+
+    def get_queryset(self, request):
+        rows = super().get_queryset(request).select_related("user")
+        return rows if request.user.is_superuser else rows.filter(user=request.user)
+
+    def get_fields(self, request, obj=None):
+        mine = ("mail_on_completion", "address")
+        return ("user", *mine) if request.user.is_superuser else mine
+
+    def has_add_permission(self, request):
+        """One row per user: a user who has theirs edits it."""
+        allowed = super().has_add_permission(request)
+        if request.user.is_superuser:
+            return allowed
+        return allowed and not NotificationPreference.objects.filter(user=request.user).exists()
+
+    def save_model(self, request, obj, form, change):
+        if not request.user.is_superuser:
+            obj.user = request.user
+        super().save_model(request, obj, form, change)

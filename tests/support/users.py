@@ -15,7 +15,10 @@ def user_with(username: str, permissions: list[str]) -> User:
     return user
 
 
-SCIENTISTS = [*import_module("console.migrations.0003_scientists_group").PERMISSIONS]
+SCIENTISTS = [
+    *import_module("console.migrations.0003_scientists_group").PERMISSIONS,
+    *import_module("console.migrations.0005_scientists_choose_their_notifications").PERMISSIONS,
+]
 """What the migrations give the ``scientists`` group (a transactional test's flush drops the group)."""
 
 
