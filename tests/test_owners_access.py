@@ -143,7 +143,12 @@ def test_actions_on_a_tampered_selection_never_touch_another_owners_case(as_alic
         as_alice.post(changelist(), data, follow=True)
         target.refresh_from_db()
         assert target.status in (S.SUBMITTED, S.FAILED) and target.events.count() == 0, action
-    everything = {"action": "retry_cases", "select_across": "1", "_selected_action": [failed.pk], "confirmed": "yes"}
+    everything = {
+        "action": "retry_cases",
+        "select_across": "1",
+        "_selected_action": [failed.pk],
+        "confirmed": "yes",
+    }
     as_alice.post(changelist(), everything, follow=True)
     assert Case.objects.get(pk=failed.pk).status == S.FAILED
     assert Case.objects.get(pk=mine_failed.pk).status == S.SUBMITTED, "all her cases: hers only"
