@@ -11,6 +11,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from cases.management.commands.bootstrap_demo import Command as Bootstrap
 from cases.models import Case, CaseStatus
 from cases.services import intake, operations, watcher
 from cases.services.jobs import results_dir
@@ -163,3 +164,13 @@ def test_two_users_cases_of_the_same_name_run_and_keep_their_results_apart(inbox
         folder = mqic_dirs.MQIC_RESULTS_DIR / ".users" / case.owner.username / "sim"
         assert case.result_path == str(folder)
         assert (folder / "out.txt").read_text() == f"{case.owner.username}\n"
+
+
+def test_the_demo_drops_its_cases_into_the_admins_folder_of_a_per_user_inbox(inbox, settings, tmp_path):
+    settings.MQIC_VAR_DIR = tmp_path / "var"
+    settings.MQIC_VAR_DIR.mkdir()
+    bootstrap = Bootstrap()
+    bootstrap.admin_login()
+    bootstrap.drop_demo_cases()
+    assert sorted(intake.scan(inbox).registered) == ["demo-1", "demo-2"]
+    assert set(Case.objects.values_list("owner__username", flat=True)) == {"admin"}
