@@ -9,6 +9,8 @@ worker. So for everyone but superusers django-q2's pages are read-only, without 
 from django.contrib import admin
 from django.utils import timezone
 
+from cases.access import sees_all
+
 from .models import Notification, NotificationPreference
 
 
@@ -55,6 +57,10 @@ class NotificationAdmin(admin.ModelAdmin):
         if row.next_try_at:
             parts.append(f"next try {timezone.localtime(row.next_try_at):%H:%M:%S}")
         return "; ".join(parts) or "-"
+
+    def has_view_permission(self, request, obj=None):
+        """An announcement names its case: for operators only (owners get theirs by mail)."""
+        return sees_all(request.user) and super().has_view_permission(request, obj)
 
     def has_add_permission(self, request):
         return False

@@ -185,9 +185,13 @@ def test_events_of_other_owners_stay_theirs_and_operators_see_every_case_with_it
             assert client.get(url).status_code == 200, what
 
 
-def test_metrics_are_the_operators_only(client, world):
+def test_metrics_passes_and_notifications_are_the_operators_only(client, world):
     client.force_login(world["alice"])
     assert client.get("/metrics").status_code == 401
+    curious = ["cases.view_case", "cases.view_passrun", "console.view_notification"]
+    client.force_login(user_with("curious", curious))
+    for page in ("admin:cases_passrun_changelist", "admin:console_notification_changelist"):
+        assert client.get(reverse(page)).status_code == 403, "they may name any owner's folders and cases"
 
 
 @pytest.fixture
