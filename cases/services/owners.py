@@ -23,7 +23,7 @@ from django.contrib.auth import get_user_model
 from resources.remote.untar import shown
 
 USERNAME_MAX = 150
-"""Longer than any user name Django's user model holds: such a folder names nobody."""
+"""Django's user names are at most this long: a longer folder name names nobody, without a query."""
 
 
 @dataclass(frozen=True)
