@@ -19,14 +19,16 @@ from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
-from django.http import HttpResponseRedirect
+from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef
+from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from mqic_site.admin_ui import badge, confirmation, confirmed, given_why, link, log_outcome, safe_next, show
 
-from . import admin_views
+from . import access, admin_views
 from .models import FINISHED, HOLDS_GPU, Case, CaseEvent, CaseStatus, Installation, PassRun
 from .selectors import stuck_cases, troubled_cases, with_timing
 from .services import operations, queueing
@@ -43,6 +45,8 @@ STATUS_COLOURS = {
 }
 # Bulk actions act case by case (a transaction and maybe an SSH round trip each): keep them bounded.
 MAX_BULK = 500
+OWNERS_SEARCHED = 100
+"""A search finds the cases of at most this many users whose name holds the term."""
 SECOND_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -188,6 +192,28 @@ class LeaseFilter(admin.SimpleListFilter):
         return queryset & stuck_cases() if self.value() == "expired" else queryset
 
 
+class OwnerFilter(admin.SimpleListFilter):
+    """Whose cases (operators only): the users who own a case, found by the owner index (one probe a
+    user, not a pass over every case), and the cases nobody owns."""
+
+    title = "owner"
+    parameter_name = "owner"
+    NOBODY = "none"
+
+    def lookups(self, request, model_admin):
+        owners = get_user_model()._default_manager.filter(Exists(Case.objects.filter(owner=OuterRef("pk"))))
+        return [(self.NOBODY, "nobody (the operators')")] + [
+            (str(user.pk), user.get_username()) for user in owners.order_by(get_user_model().USERNAME_FIELD)
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() == self.NOBODY:
+            return queryset.filter(owner__isnull=True)
+        if self.value() and self.value().isdigit():
+            return queryset.filter(owner_id=int(self.value()))
+        return queryset
+
+
 class TroubleFilter(admin.SimpleListFilter):
     title = "trouble"
     parameter_name = "trouble"
@@ -223,8 +249,8 @@ class CaseAdmin(admin.ModelAdmin):
         TroubleFilter,
     )
     search_fields = ("name", "label")
-    search_help_text = "Name or label contains; a number also finds the pueue task id."
-    list_select_related = ("gpu_group__host", "owner")
+    search_help_text = "Name or label contains; a number also finds the pueue task id; operators: the owner too."
+    list_select_related = ("gpu_group__host", "owner")  # the owner: a waiting case's place names it
     show_full_result_count = False
     ordering = ("-created_at",)
     change_form_template = "admin/cases/case/change_form.html"
@@ -236,6 +262,7 @@ class CaseAdmin(admin.ModelAdmin):
             {
                 "fields": (
                     "name_full",
+                    "owner",
                     "status_display",
                     "position_display",
                     "why_display",
@@ -270,16 +297,36 @@ class CaseAdmin(admin.ModelAdmin):
     # -- list and page ------------------------------------------------------------------------
 
     def get_queryset(self, request):
-        return with_timing(super().get_queryset(request))
-
-    def get_changelist(self, request, **kwargs):
-        return CaseChangeList
+        """The cases this user may see (``access``): the list, its counts, the case page, the history
+        and every action start from here, so another owner's case is never listed nor acted on."""
+        return with_timing(access.visible_cases(request.user, super().get_queryset(request)))
 
     def get_object(self, request, object_id, from_field=None):
+        """A case the user may not see is a 404 for them, as one that does not exist: it says nothing
+        of its existence (operators keep the admin's usual "does not exist" redirect)."""
         case = super().get_object(request, object_id, from_field)
+        if case is None and not access.sees_all(request.user):
+            raise Http404("no such case")
         if case is not None:
             queueing.place([case])
         return case
+
+    # An operator sees whose each case is, filters and searches by it; a user sees only their own.
+
+    def get_list_display(self, request):
+        """The owner comes last: the other columns keep their places, and the sort links their numbers."""
+        shown = super().get_list_display(request)
+        return (*shown, "owner_display") if access.sees_all(request.user) else shown
+
+    def get_list_filter(self, request):
+        return (*self.list_filter, OwnerFilter) if access.sees_all(request.user) else self.list_filter
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_display(self, case):
+        return case.owner.get_username() if case.owner_id else "-"
+
+    def get_changelist(self, request, **kwargs):
+        return CaseChangeList
 
     @admin.display(description="name", ordering="name")
     def name_display(self, case):
@@ -352,9 +399,17 @@ class CaseAdmin(admin.ModelAdmin):
         )
 
     def get_search_results(self, request, queryset, search_term):
+        """Name or label; a number also finds the task id; for operators, an owner's user name too
+        (the few users who match first, then their cases by the owner index: no join over cases)."""
         found, duplicates = super().get_search_results(request, queryset, search_term)
-        if search_term.strip().isdigit():
-            found |= queryset.filter(pueue_task_id=int(search_term))
+        term = search_term.strip()
+        if term.isdigit():
+            found |= queryset.filter(pueue_task_id=int(term))
+        if term and access.sees_all(request.user):
+            model = get_user_model()
+            users = model._default_manager.filter(**{f"{model.USERNAME_FIELD}__icontains": term})
+            if owners := list(users.values_list("pk", flat=True)[:OWNERS_SEARCHED]):
+                found |= queryset.filter(owner_id__in=owners)
         return found, duplicates
 
     def get_readonly_fields(self, request, obj=None):
@@ -393,7 +448,7 @@ class CaseAdmin(admin.ModelAdmin):
             "events": [(event, _pretty(event.detail)) for event in case.events.all()],
             "attempt_rows": list(case.attempt_rows.select_related("gpu_group__host")),
             "operations": self.operations_for(request, case),
-            "can_fetch_log": request.user.has_perm("resources.view_remote_state") and case.status == S.RUNNING,
+            "can_fetch_log": admin_views.may_follow_log(request.user, case) and case.status == S.RUNNING,
             "can_see_results": request.user.has_perm("console.view_results"),
             "case": case,
             "live_seconds": settings.MQIC_LIVE_SECONDS,
@@ -531,6 +586,10 @@ class CaseEventAdmin(admin.ModelAdmin):
     search_fields = ("case__name", "reason")
     show_full_result_count = False
 
+    def get_queryset(self, request):
+        """The events of the cases this user may see (``access``): the actor filter lists only theirs."""
+        return super().get_queryset(request).filter(case__in=access.visible_cases(request.user))
+
     def has_add_permission(self, request):
         return False
 
@@ -554,6 +613,10 @@ class PassRunAdmin(admin.ModelAdmin):
     @admin.display(description="seconds")
     def duration(self, run):
         return f"{run.seconds:.2f}"
+
+    def has_view_permission(self, request, obj=None):
+        """A pass's summary and error may name any owner's folders: for operators only."""
+        return access.sees_all(request.user) and super().has_view_permission(request, obj)
 
     @admin.display(description="error")
     def error_display(self, run):

@@ -1,5 +1,5 @@
-"""The console's entries in the admin: notifications, GPU accounting, and django-q2's own pages,
-made safe for staff who are not superusers.
+"""The console's admin: the notifications sent, each user's notification choices, GPU accounting,
+and django-q2's own pages, made safe for staff who are not superusers.
 
 A schedule or a queued task names any importable function with any arguments (``os.system``),
 and "resubmit" runs a failed task again: whoever may add or change them may run code on every
@@ -10,7 +10,9 @@ from django.contrib import admin
 from django.urls import path
 from django.utils import timezone
 
-from .models import GpuAccounting, Notification
+from cases.access import sees_all
+
+from .models import GpuAccounting, Notification, NotificationPreference
 from .views import ACCOUNTING_PERMISSION, GpuAccountingCsv, GpuAccountingView
 
 
@@ -58,6 +60,10 @@ class NotificationAdmin(admin.ModelAdmin):
             parts.append(f"next try {timezone.localtime(row.next_try_at):%H:%M:%S}")
         return "; ".join(parts) or "-"
 
+    def has_view_permission(self, request, obj=None):
+        """An announcement names its case: for operators only (owners get theirs by mail)."""
+        return sees_all(request.user) and super().has_view_permission(request, obj)
+
     def has_add_permission(self, request):
         return False
 
@@ -92,3 +98,39 @@ class GpuAccountingAdmin(admin.ModelAdmin):
             path("", page(GpuAccountingView.as_view()), name="console_gpuaccounting_changelist"),
             path("csv/", page(GpuAccountingCsv.as_view()), name="console_gpuaccounting_csv"),
         ]
+
+
+@admin.register(NotificationPreference)
+class NotificationPreferenceAdmin(admin.ModelAdmin):
+    """A user's own notification choices: each user sees, adds and edits their own row only (a
+    superuser every row). The row is made for whoever adds it; the address mailed is the user's
+    e-mail address, which an operator sets on the user."""
+
+    list_display = ("user", "mail_on_completion", "address")
+    readonly_fields = ("address",)
+
+    @admin.display(description="mailed to")
+    def address(self, row):
+        if row.user_id is None:
+            return "the e-mail address of your user"
+        return row.user.email or "no e-mail address: ask an operator to set it"
+
+    def get_queryset(self, request):
+        rows = super().get_queryset(request).select_related("user")
+        return rows if request.user.is_superuser else rows.filter(user=request.user)
+
+    def get_fields(self, request, obj=None):
+        mine = ("mail_on_completion", "address")
+        return ("user", *mine) if request.user.is_superuser else mine
+
+    def has_add_permission(self, request):
+        """One row per user: a user who has theirs edits it."""
+        allowed = super().has_add_permission(request)
+        if request.user.is_superuser:
+            return allowed
+        return allowed and not NotificationPreference.objects.filter(user=request.user).exists()
+
+    def save_model(self, request, obj, form, change):
+        if not request.user.is_superuser:
+            obj.user = request.user
+        super().save_model(request, obj, form, change)

@@ -6,6 +6,7 @@ webhook. Like healthchecks' transports, each delivery has one total deadline
 (``MQIC_NOTIFY_TIMEOUT``: a server that answers one byte a second is cut off there, not at each
 read), and its outcome is "sent", a temporary error (tried again with back-off, the first retry
 within a minute) or a permanent one (given up at once: a redirect, a 4xx, an address refused).
+Mail goes to the addresses the row was written with (``Notification.mail_to``).
 Delivery is at least once: a worker that dies mid-delivery leaves the row due, and the next one
 sends it again; the payload's ``id`` and the ``X-MQIC-Event-Id`` header are the same every time,
 so a receiver can drop duplicates. Webhooks must be ``https`` unless ``MQIC_NOTIFY_ALLOW_HTTP``;
@@ -119,7 +120,7 @@ def send_mail(row: Notification) -> Outcome:
         f"[MQIC] {one_line(row.subject)}",
         body,
         None,
-        settings.MQIC_NOTIFY_EMAILS,
+        row.mail_to,
         headers={HEADER: row.payload.get("id", "")},
         connection=get_connection(timeout=settings.MQIC_NOTIFY_TIMEOUT),
     )

@@ -14,6 +14,7 @@ from django.contrib.auth.context_processors import PermWrapper
 from django.template.loader import render_to_string
 from django.utils.html import conditional_escape
 
+from cases.access import visible_cases
 from cases.admin import LIVE_CELLS, live_key
 from cases.models import Case
 from cases.selectors import with_timing
@@ -26,11 +27,12 @@ MAX_ROWS = 500
 """A list page shows at most a few hundred rows; more ids than this are refused."""
 
 
-def case_cells(ids: list[int]) -> dict[str, str]:
-    """The live cells of these cases (a list page's rows): one query, and a fixed few more for the
-    places of the waiting ones (``queueing``)."""
+def case_cells(user, ids: list[int]) -> dict[str, str]:
+    """The live cells of these cases (a list page's rows) that ``user`` may see, in one query and a
+    fixed few more for the places of the waiting ones (``queueing``): an id of another owner's case
+    is left out, as one that does not exist."""
     cases = list(
-        with_timing(Case.objects.select_related("gpu_group__host", "owner")).filter(pk__in=ids[:MAX_ROWS])
+        with_timing(visible_cases(user).select_related("gpu_group__host", "owner")).filter(pk__in=ids[:MAX_ROWS])
     )
     queueing.place(cases)
     # Escaped here, whatever a cell returns: a fragment is put into the page as HTML.
@@ -45,7 +47,7 @@ def case_page(request, case: Case) -> dict[str, str]:
     """A case page's live parts: its cells, the buttons that apply now, its attempts and timeline."""
     case_admin = admin.site.get_model_admin(Case)
     context = case_admin.live_context(request, case) | {"original": case, "perms": PermWrapper(request.user)}
-    fragments = case_cells([case.pk])
+    fragments = case_cells(request.user, [case.pk])
     for part in ("ops", "attempts", "timeline"):
         fragments[f"case-{case.pk}-{part}"] = render_to_string(
             f"admin/cases/case/_{part}.html", context, request=request
@@ -54,5 +56,5 @@ def case_page(request, case: Case) -> dict[str, str]:
 
 
 def dashboard(request) -> dict[str, str]:
-    context = overview_context(request, overview())
+    context = overview_context(request, overview(request.user))
     return {"overview": render_to_string("console/_overview_body.html", context, request=request)}

@@ -6,7 +6,8 @@ database and are written by many processes (qcluster workers, the watcher, the w
 in-process counters would each see a part and need a multi-process directory to be summed. A
 scrape-time collector gives the same answer whatever process serves it, costs a handful of
 aggregate queries, and leaves request instrumentation (django-prometheus's strength) out of
-the operator's way. Reading it needs the bearer token ``MQIC_METRICS_TOKEN`` or a staff session.
+the operator's way. Reading it needs the bearer token ``MQIC_METRICS_TOKEN`` or an operator's
+session: the numbers count every owner's cases, so a user who sees only their own never reads them.
 
 ``mqic_gpu_seconds_total`` is a counter read from the GPU accounting ledger, which is only ever added
 to (``cases.models.GpuUsage``): it never goes down, whatever cases are deleted or pruned. Its label
@@ -22,6 +23,8 @@ from django.http import HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from cases.access import sees_all
 
 from .selectors import metric_values
 
@@ -119,18 +122,20 @@ REGISTRY.register(MqicCollector())
 
 
 def authorised(request) -> bool:
-    """The bearer token (compared in constant time), or a logged-in staff member."""
+    """The bearer token (compared in constant time), or a logged-in staff member who sees every case."""
     token = settings.MQIC_METRICS_TOKEN
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
         return True
-    return request.user.is_authenticated and request.user.is_active and request.user.is_staff
+    user = request.user
+    return user.is_authenticated and user.is_active and user.is_staff and sees_all(user)
 
 
 @require_GET
 def metrics(request):
     if not authorised(request):
-        response = HttpResponse("a bearer token (MQIC_METRICS_TOKEN) or a staff session is needed\n", status=401)
+        why = "a bearer token (MQIC_METRICS_TOKEN) or an operator's session is needed\n"
+        response = HttpResponse(why, status=401)
         response["WWW-Authenticate"] = 'Bearer realm="mqic metrics"'
         return response
     if "application/openmetrics-text" not in request.headers.get("Accept", ""):

@@ -1,6 +1,7 @@
-"""The console's own rows: the notifications it sent, the permission to read a case's results, and
-the admin index's entry of the GPU accounting page."""
+"""The console's own rows: the notifications it sent, what each user wants mailed, the permission
+to read a case's results, and the admin index's entry of the GPU accounting page."""
 
+from django.conf import settings
 from django.db import models
 
 from cases.models import Case, GpuUsage
@@ -35,6 +36,12 @@ class Notification(models.Model):
     posted_at = models.DateTimeField(null=True, blank=True)
     webhook_error = models.TextField(blank=True)
     payload = models.JSONField(default=dict, help_text="The webhook's JSON body, with the event's stable id.")
+    mail_to = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The addresses its mail goes to, fixed when it was written (the operators' and the case "
+        "owner's): every try mails the same people.",
+    )
     mail_state = models.CharField(max_length=8, choices=State.choices, default=State.OFF)
     webhook_state = models.CharField(max_length=8, choices=State.choices, default=State.OFF)
     tries = models.PositiveSmallIntegerField(default=0)
@@ -45,6 +52,27 @@ class Notification(models.Model):
 
     def __str__(self):
         return self.subject
+
+
+class NotificationPreference(models.Model):
+    """What a user wants mailed about the cases they own, besides their failures (always mailed to
+    the owner's address): one row per user, which that user edits in the admin."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preference"
+    )
+    mail_on_completion = models.BooleanField(
+        "mail me when my case completes",
+        default=False,
+        help_text="Failures of your cases are always mailed to your address; completions only when this is on.",
+    )
+
+    class Meta:
+        verbose_name = "my notification choice"
+        verbose_name_plural = "my notification choices"
+
+    def __str__(self):
+        return f"notification choices of {self.user}"
 
 
 class CaseResults(Case):

@@ -88,20 +88,24 @@ class Listing:
 
 
 def open_root(case: Case) -> int:
-    """A descriptor of the case's results folder (never through a link at its own place)."""
-    name = results_dir(case).name
-    if name in {"", ".", ".."} or "/" in name:
+    """A descriptor of the case's results folder, opened one component at a time below
+    ``MQIC_RESULTS_DIR`` (a user's case lies two folders deeper), never through a link."""
+    parts = results_dir(case).relative_to(settings.MQIC_RESULTS_DIR).parts
+    if case.name in {"", ".", ".."} or "/" in case.name or ".." in parts:
         raise NotServed("the case name is no folder name")
     try:
-        base = os.open(settings.MQIC_RESULTS_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dir_fd = os.open(settings.MQIC_RESULTS_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as error:
         raise NotServed(f"no results folder: {error.strerror}") from error
     try:
-        return os.open(name, _DIR_FLAGS, dir_fd=base)
+        for part in parts:
+            child = os.open(part, _DIR_FLAGS, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = child
     except OSError as error:
+        os.close(dir_fd)
         raise NotServed(f"no results folder: {error.strerror}") from error
-    finally:
-        os.close(base)
+    return dir_fd
 
 
 def has_folder(case: Case) -> bool:

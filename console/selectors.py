@@ -10,6 +10,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.status import Stat
 
+from cases.access import sees_all, visible_cases
 from cases.models import Case, CaseStatus, PassRun
 from cases.selectors import stuck_cases, troubled_cases
 from cases.services.passes import KINDS as PASS_KINDS
@@ -49,6 +50,10 @@ def cluster_health(now: datetime | None = None) -> ClusterHealth:
 
 @dataclass(frozen=True)
 class Overview:
+    operator: bool
+    """Whether the reader sees every case (``cases.access``). Anyone else reads the numbers of their
+    own cases only, and none of the operators' cards (passes, hosts, blocked groups): pass summaries
+    and host errors may name other owners' folders."""
     per_status: list[tuple[str, int]]
     groups: list[GpuGroup]
     busy: int
@@ -64,11 +69,13 @@ class Overview:
     """Runs that failed (raised) in the last ``FAILURE_WINDOW``."""
     last_failure: PassRun | None
     hosts: list[HpcHost]
-    cluster: ClusterHealth
+    cluster: ClusterHealth | None
 
     @property
     def blocked_groups(self) -> list[GpuGroup]:
         """Enabled groups that take no new work until something on their host changes."""
+        if not self.operator:
+            return []
         return [
             g for g in self.groups if g.blocked_reason and g.status != GpuGroup.Status.DISABLED and g.host.enabled
         ]
@@ -82,32 +89,37 @@ class Overview:
 FAILURE_WINDOW = timedelta(hours=24)
 
 
-def overview() -> Overview:
-    counts = dict(Case.objects.order_by().values_list("status").annotate(n=Count("pk")))
+def overview(user) -> Overview:
+    """The dashboard as ``user`` may see it: the counts of the cases they may see; a GPU group's
+    holder is named only when the reader may see that case."""
+    cases = visible_cases(user)
+    operator = sees_all(user)
+    counts = dict(cases.order_by().values_list("status").annotate(n=Count("pk")))
     groups = list(GpuGroup.objects.select_related("host"))
-    holders = dict(
-        Case.objects.filter(pk__in={g.holder_id for g in groups if g.holder_id}).values_list("pk", "name")
-    )
+    holders = dict(cases.filter(pk__in={g.holder_id for g in groups if g.holder_id}).values_list("pk", "name"))
     for group in groups:
         group.holder_name = holders.get(group.holder_id, "")
+    troubled = visible_cases(user, troubled_cases())
     failures = PassRun.objects.filter(
         outcome=PassRun.Outcome.FAILED, started_at__gte=timezone.now() - FAILURE_WINDOW
     )
+    passes = [run for kind in PASS_KINDS if (run := PassRun.objects.filter(kind=kind).first())] if operator else []
     return Overview(
+        operator=operator,
         per_status=[(status, counts.get(status, 0)) for status in CaseStatus],
         groups=groups,
         busy=sum(g.status == GpuGroup.Status.ASSIGNED for g in groups),
         free=sum(
             g.status == GpuGroup.Status.AVAILABLE and not g.blocked_reason and g.host.enabled for g in groups
         ),
-        stuck=stuck_cases().count(),
-        troubled=troubled_cases().count(),
-        last_troubled=troubled_cases().order_by("-updated_at").only("name", "last_error").first(),
-        passes=[run for kind in PASS_KINDS if (run := PassRun.objects.filter(kind=kind).first())],
-        failed_passes=failures.count(),
-        last_failure=failures.first(),
-        hosts=list(HpcHost.objects.all()),
-        cluster=cluster_health(),
+        stuck=visible_cases(user, stuck_cases()).count(),
+        troubled=troubled.count(),
+        last_troubled=troubled.order_by("-updated_at").only("name", "last_error").first(),
+        passes=passes,
+        failed_passes=failures.count() if operator else 0,
+        last_failure=failures.first() if operator else None,
+        hosts=list(HpcHost.objects.all()) if operator else [],
+        cluster=cluster_health() if operator else None,
     )
 
 

@@ -3,7 +3,8 @@ a case's results, GPU accounting, and the JSON endpoints of the live pages.
 
 Each needs its own permission (``AdminPage``, or checked at the top of the view);
 ``console.urls`` wraps them in ``admin_view`` (login, no caching), and the GPU accounting pages'
-admin entry (``admin.GpuAccountingAdmin``) its own.
+admin entry (``admin.GpuAccountingAdmin``) its own. A case is looked up only among those the user
+may see (``cases.access``): another owner's case is a 404, as a missing one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from django.utils.html import escape, format_html
 from django.utils.text import slugify
 from django.views import View
 
-from cases.admin_views import FOLLOWED_LINES
+from cases.access import visible_cases
+from cases.admin_views import FOLLOWED_LINES, followed_case, follows_logs
 from cases.models import Case, CaseStatus
 from cases.services import operations
 from cases.services.jobs import JOB_LOG
@@ -89,9 +91,12 @@ class LiveEndpoint(View):
     permission = "cases.view_case"
 
     def dispatch(self, request, *args, **kwargs):
-        if not request.user.has_perm(self.permission):
+        if not self.allowed(request.user):
             raise PermissionDenied
         return super().dispatch(request, *args, **kwargs)
+
+    def allowed(self, user) -> bool:
+        return user.has_perm(self.permission)
 
     def answer(self, fragments: dict[str, str], stop: bool = False) -> JsonResponse:
         return JsonResponse({"fragments": fragments, "stop": stop, "at": timezone.now().isoformat()})
@@ -105,22 +110,23 @@ class LiveOverview(LiveEndpoint):
 class LiveCases(LiveEndpoint):
     def get(self, request):
         ids = [int(i) for i in request.GET.get("ids", "").split(",") if i.isdigit()]
-        return self.answer(live.case_cells(ids))
+        return self.answer(live.case_cells(request.user, ids))
 
 
 class LiveCase(LiveEndpoint):
     def get(self, request, pk):
-        case = get_object_or_404(Case.objects.select_related("gpu_group__host"), pk=pk)
+        case = get_object_or_404(visible_cases(request.user).select_related("gpu_group__host"), pk=pk)
         return self.answer(live.case_page(request, case))
 
 
 class LiveLog(LiveEndpoint):
     """The followed log's tail; ``stop`` once the case no longer runs (its job log is then home)."""
 
-    permission = "resources.view_remote_state"
+    def allowed(self, user) -> bool:
+        return follows_logs(user)
 
     def get(self, request, pk):
-        case = get_object_or_404(Case.objects.select_related("gpu_group__host"), pk=pk)
+        case = followed_case(request.user, pk)
         tail = fetch_log_tail(case, lines=FOLLOWED_LINES)
         error = format_html('<p class="errornote">{}</p>', tail.error) if tail.error else ""
         fragments = {"log-error": error} | (
@@ -138,7 +144,7 @@ class ResultsView(AdminPage):
     opts = Case._meta
 
     def get_context_data(self, pk, **kwargs):
-        case = get_object_or_404(Case, pk=pk)
+        case = get_object_or_404(visible_cases(self.request.user), pk=pk)
         found = results.listing(case)
         return super().get_context_data(**kwargs) | {
             "case": case,
@@ -157,7 +163,7 @@ class ResultFile(View):
         """By its path, or by ``token`` (its bytes, for a name that is not text: see ``Entry``)."""
         if not request.user.has_perm("console.view_results"):
             raise PermissionDenied
-        case = get_object_or_404(Case, pk=pk)
+        case = get_object_or_404(visible_cases(request.user), pk=pk)
         try:
             path = results.path_of(token) if token is not None else path
             file = results.open_file(case, path)
@@ -173,7 +179,7 @@ class ResultArchive(View):
     def get(self, request, pk):
         if not request.user.has_perm("console.view_results"):
             raise PermissionDenied
-        case = get_object_or_404(Case, pk=pk)
+        case = get_object_or_404(visible_cases(request.user), pk=pk)
         if not results.has_folder(case):
             raise Http404("this case has no results folder")
         top = f"case-{case.pk}-{slugify(case.name)[:80] or 'results'}"

@@ -120,9 +120,13 @@ class AdminPage(TemplateView):
     """The model whose breadcrumbs and styles the page takes (``Model._meta``), if any."""
 
     def dispatch(self, request, *args, **kwargs):
-        if not request.user.has_perm(self.permission):
+        if not self.allowed(request.user):
             raise PermissionDenied
         return super().dispatch(request, *args, **kwargs)
+
+    def allowed(self, user) -> bool:
+        """Whether ``user`` may open the page at all (a page may ask more of the object it shows)."""
+        return user.has_perm(self.permission)
 
     def get_context_data(self, **kwargs):
         return {

@@ -205,6 +205,12 @@ LOGGING = {
 # --- MQIC ---------------------------------------------------------------------------
 MQIC_NEW_CASES_DIR = Path(os.environ.get("MQIC_NEW_CASES_DIR", BASE_DIR / "new_cases"))
 MQIC_RESULTS_DIR = Path(os.environ.get("MQIC_RESULTS_DIR", BASE_DIR / "results"))
+# Many users: the inbox holds one folder per Django user name, <inbox>/<username>/<case folder>/, and
+# each case is that user's (cases/services/owners.py). Off: every case is the operators', as before.
+MQIC_INBOX_PER_USER = env_bool("MQIC_INBOX_PER_USER", False)
+# On a shared file system: a case folder is taken only when whoever owns its user folder (st_uid)
+# also owns the case folder. Off only where one account writes every folder (a single-account set-up).
+MQIC_INBOX_CHECK_OWNER = env_bool("MQIC_INBOX_CHECK_OWNER", True)
 # Several hosts: a TOML file (see resources/config.py and the README). Without it, the one host of
 # the short form below.
 MQIC_HPC_CONFIG = os.environ.get("MQIC_HPC_CONFIG", "")

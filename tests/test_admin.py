@@ -39,7 +39,13 @@ OPERATOR_PERMISSIONS = [
     "resources.release_gpugroup",
     "resources.sync_gpugroups",
 ]
-VIEW_PERMISSIONS = ["cases.view_case", "cases.view_caseevent", "resources.view_hpchost", "resources.view_gpugroup"]
+VIEW_PERMISSIONS = [
+    "cases.view_case",
+    "cases.view_all_cases",
+    "cases.view_caseevent",
+    "resources.view_hpchost",
+    "resources.view_gpugroup",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -371,7 +371,9 @@ def test_the_dashboard_shows_failed_passes_stuck_and_troubled_cases(operator):
     assert CaseEvent.objects.count() == 0
 
 
-def test_a_local_host_from_the_configuration_is_disabled_in_the_admin_and_raises_no_alarm(admin_client, settings):
+def test_a_local_host_from_the_configuration_is_disabled_in_the_admin_and_raises_no_alarm(
+    admin_client, admin_user, settings
+):
     """The README has the demo's second host disabled in the admin: its form asked for a host name
     that a local host has none of; a disabled host then kept the red "not answering" line and its
     free groups were counted."""
@@ -389,7 +391,7 @@ def test_a_local_host_from_the_configuration_is_disabled_in_the_admin_and_raises
     answer = admin_client.post(reverse("admin:resources_hpchost_change", args=[host.pk]), data)
     assert answer.status_code == 302, answer.content.decode()[-3000:]
     assert not HpcHost.objects.get(pk=host.pk).enabled
-    seen = overview()
+    seen = overview(admin_user)
     assert seen.hosts_down == 0 and seen.free == 0, "no alarm, no free group"
     assert metric_values().groups["free"] == 0
     listing = admin_client.get(reverse("admin:resources_hpchost_changelist")).content.decode()

@@ -27,7 +27,7 @@ def _static(plain_static):
 
 @pytest.fixture
 def reader(client):
-    client.force_login(user_with("reader", ["cases.view_case", "console.view_results"]))
+    client.force_login(user_with("reader", ["cases.view_case", "cases.view_all_cases", "console.view_results"]))
     return client
 
 
@@ -129,7 +129,7 @@ def test_a_case_without_results_says_so(reader, mqic_dirs):
 
 
 def test_results_need_their_own_permission(client, done):
-    client.force_login(user_with("viewer", ["cases.view_case"]))
+    client.force_login(user_with("viewer", ["cases.view_case", "cases.view_all_cases"]))
     for url in (
         results_url(done),
         results_url(done, "console:results_archive"),

@@ -74,7 +74,9 @@ def test_configure_hpc_stops_at_an_untrusted_key_and_offline_contacts_nothing(se
     assert "NOT READY: host key SHA256:" in out.getvalue() and "trust_host_key hpc" in out.getvalue()
 
 
-def test_a_case_waits_for_a_missing_group_spends_no_attempt_and_runs_once_it_exists(sshd, bare, mqic_dirs):
+def test_a_case_waits_for_a_missing_group_spends_no_attempt_and_runs_once_it_exists(
+    sshd, bare, mqic_dirs, admin_user
+):
     host = make_hpc_host(sshd, bare)
     drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "first", "echo ok > out.txt\n")
     intake.scan()
@@ -84,7 +86,7 @@ def test_a_case_waits_for_a_missing_group_spends_no_attempt_and_runs_once_it_exi
     assert (case.status, case.attempts) == (S.SUBMITTED, 0)
     assert case.last_error.startswith("waiting: no pueue group gpu_"), case.last_error
     assert case.events.filter(reason__contains="no attempt spent").exists()
-    blocked = overview().blocked_groups
+    blocked = overview(admin_user).blocked_groups
     assert {(g.name, g.host.name) for g in blocked} == {("gpu_a", "sshd"), ("gpu_b", "sshd")}
     assert all("pueue group add" in g.blocked_reason for g in blocked)
     assert "reconcile" in passes.due(), "the reconciler keeps looking while cases wait for a missing group"

@@ -55,9 +55,11 @@ def test_without_the_token_or_a_staff_session_nothing_is_shown(client):
     assert scrape(client).status_code == 401
 
 
-def test_the_token_or_a_staff_session_reads_the_metrics(client):
+def test_the_token_or_an_operators_session_reads_the_metrics(client):
     assert scrape(client, Authorization=f"Bearer {TOKEN}").status_code == 200
-    client.force_login(user_with("staff", []))
+    client.force_login(user_with("staff", ["cases.view_case"]))
+    assert scrape(client).status_code == 401, "a user who sees only their own cases never reads every count"
+    client.force_login(user_with("operator", ["cases.view_all_cases"]))
     assert scrape(client).status_code == 200
 
 

@@ -175,3 +175,62 @@ def test_attempts_ended_before_gpu_accounting_get_their_gpu_seconds_and_the_ledg
         ],
         key=str,
     )
+
+
+def permission(state, app_label: str, model: str, codename: str):
+    """The permission as ``migrate`` would have made it by then (data migrations hand them out)."""
+    kind, _ = state.apps.get_model("contenttypes", "ContentType").objects.get_or_create(
+        app_label=app_label, model=model
+    )
+    found, _ = state.apps.get_model("auth", "Permission").objects.get_or_create(
+        content_type=kind, codename=codename, defaults={"name": codename}
+    )
+    return found
+
+
+def codenames(holder) -> set[str]:
+    return {f"{p.content_type.app_label}.{p.codename}" for p in holder.permissions.all()}
+
+
+def test_whoever_saw_cases_keeps_seeing_every_case_and_scientists_get_exactly_an_owners_permissions(
+    migrator,
+):
+    old = migrator.apply_initial_migration(("cases", "0009_case_owner"))
+    view = permission(old, "cases", "case", "view_case")
+    groups, users = old.apps.get_model("auth", "Group").objects, old.apps.get_model("auth", "User").objects
+    groups.create(name="operators").permissions.add(view)
+    groups.create(name="hosts only")
+    users.create(username="eve").user_permissions.add(view)
+    users.create(username="nobody")
+
+    new = migrator.apply_tested_migration(
+        [
+            ("cases", "0010_operators_keep_seeing_every_case"),
+            ("console", "0005_scientists_choose_their_notifications"),
+        ]
+    )
+    Group, User = new.apps.get_model("auth", "Group"), new.apps.get_model("auth", "User")
+    assert "cases.view_all_cases" in codenames(Group.objects.get(name="operators"))
+    assert codenames(Group.objects.get(name="hosts only")) == set()
+    seeing_all = User.objects.filter(user_permissions__codename="view_all_cases")
+    assert list(seeing_all.values_list("username", flat=True)) == ["eve"]
+    assert codenames(Group.objects.get(name="scientists")) == {
+        "cases.view_case",
+        "cases.retry_case",
+        "cases.cancel_case",
+        "console.view_results",
+        "console.view_notificationpreference",
+        "console.add_notificationpreference",
+        "console.change_notificationpreference",
+    }, "what a case owner needs, and no operator permission"
+
+
+def test_notifications_pending_before_the_recipients_were_kept_go_to_the_operators(migrator, settings):
+    old = migrator.apply_initial_migration(("console", "0003_scientists_group"))
+    rows = old.apps.get_model("console", "Notification").objects
+    for key, state in (("pending", "pending"), ("sent", "sent"), ("off", "off")):
+        rows.create(key=key, event="case_failed", subject="s", reason="r", url="u", mail_state=state)
+    settings.MQIC_NOTIFY_EMAILS = ["ops@example.org"]
+    new = migrator.apply_tested_migration(("console", "0004_notification_recipients_and_choices"))
+    mail_to = dict(new.apps.get_model("console", "Notification").objects.values_list("key", "mail_to"))
+    assert mail_to == {"pending": ["ops@example.org"], "sent": [], "off": []}

@@ -59,7 +59,8 @@ def test_workers_and_an_operator_following_a_log_stay_within_a_strict_sites_limi
             drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, name, "for i in 1 2 3 4 5 6; do echo $i; sleep 0.3; done\n")
         intake.scan()
         env = django_env(MQIC_RESULTS_DIR=str(mqic_dirs.MQIC_RESULTS_DIR), MQIC_HOST_MAX_CONNECTIONS=str(budget))
-        client.force_login(user_with("op", ["cases.view_case", "resources.view_remote_state"]))
+        operator = ["cases.view_case", "cases.view_all_cases", "resources.view_remote_state"]
+        client.force_login(user_with("op", operator))
         with ConnectionWatch(site.server.port) as seen:
             drivers = [
                 subprocess.Popen([sys.executable, "-m", "tests.support.drive", "120"], cwd=REPO, env=env)

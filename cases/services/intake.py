@@ -2,7 +2,8 @@
 
 A folder is registered once, as ``submitted`` when it is a valid case and as ``rejected``
 (with the reason) when it is not. A rescan that finds nothing new reads the directory
-and one column of the database, and writes nothing.
+and one column of the database, and writes nothing. With ``MQIC_INBOX_PER_USER`` the case
+folders lie in user folders and each case is its user's (``owners`` says whose, and when not).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from django.db import IntegrityError, transaction
 from resources.jobqueue import FolderManifest, UnsafeFolder, list_folder
 
 from ..models import Case, CaseStatus
+from . import owners
 from .labels import label_for, label_prefix
 from .placement import ANYWHERE, Placement, read_placement
 from .transitions import check_allowed, record_event
@@ -47,45 +49,108 @@ class ScanReport:
 
 
 def scan(inbox: Path | None = None, *, now: float | None = None) -> ScanReport:
-    """Register every complete, not yet known folder of the inbox."""
+    """Register every complete, not yet known folder of the inbox (of each user folder in it, with
+    ``MQIC_INBOX_PER_USER``)."""
     inbox = Path(inbox or settings.MQIC_NEW_CASES_DIR)
     report = ScanReport()
     if not inbox.is_dir():
         return report
-    known = set(Case.objects.values_list("source_path", flat=True))
-    prefix = functools.cache(label_prefix)  # read once per scan, and only when a folder is registered
-    now = time.time() if now is None else now
-    with os.scandir(inbox) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            source_path = storable_text(os.fspath(Path(inbox, entry.name).absolute()))
-            if source_path in known or entry.name.startswith("."):
-                continue
-            try:
-                look_at(entry, source_path, now, report, prefix)
-            except FileNotFoundError:
-                continue  # moved away while we looked
-            except Exception as error:  # one folder's trouble never stops the scan of the others
-                log.exception("scan: could not look at %s", source_path)
-                report.errors.append(f"{storable_text(entry.name)}: {type(error).__name__}: {error}")
+    run = _Scan(
+        now=time.time() if now is None else now,
+        known=set(Case.objects.values_list("source_path", flat=True)),
+        report=report,
+        prefix=functools.cache(label_prefix),  # read once per scan, and only when a folder is registered
+    )
+    for entry, source_path in listing(inbox):
+        if settings.MQIC_INBOX_PER_USER:
+            run.guarded(entry, look_at_user_folder, entry, source_path, run)
+        elif source_path not in run.known:
+            run.guarded(entry, look_at, entry, source_path, run)
     if report.registered or report.rejected or report.errors:
         log.info("scan of %s: %s", inbox, report)
     return report
 
 
-def look_at(
-    entry: os.DirEntry, source_path: str, now: float, report: ScanReport, prefix: Callable[[], str]
-) -> None:
-    """Register one folder of the inbox if it is complete (``rejected`` if it is no valid case)."""
-    problem, wish = validate(entry)
-    if problem is None and not is_complete(Path(entry.path), now):
-        report.incomplete.append(entry.name)
+@dataclass
+class _Scan:
+    """What one scan shares between the folders it looks at."""
+
+    now: float
+    known: set[str]
+    """The source paths already registered: a folder is registered once."""
+    report: ScanReport
+    prefix: Callable[[], str]
+
+    def guarded(self, entry: os.DirEntry, look: Callable, *args) -> None:
+        """``look(*args)``; one folder's trouble never stops the scan of the others."""
+        try:
+            look(*args)
+        except FileNotFoundError:
+            return  # moved away while we looked
+        except Exception as error:
+            log.exception("scan: could not look at %s", entry.path)
+            self.report.errors.append(f"{storable_text(entry.name)}: {type(error).__name__}: {error}")
+
+
+def listing(folder: Path) -> list[tuple[os.DirEntry, str]]:
+    """The entries of ``folder`` by name, each with the source path it would be registered under;
+    hidden ones (``.name``, a folder being copied) are left out."""
+    with os.scandir(folder) as entries:
+        found = sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+    return [(entry, storable_text(os.fspath(Path(folder, entry.name).absolute()))) for entry in found]
+
+
+def look_at_user_folder(entry: os.DirEntry, source_path: str, run: _Scan) -> None:
+    """A per-user inbox's entry: each new case folder of a user folder is registered as its user's,
+    or rejected (no such user, another's folder); anything else there is rejected once."""
+    problem = owners.not_a_user_folder(entry)
+    if problem is not None:
+        if source_path not in run.known:
+            reject(entry.name, source_path, problem, run.report)
         return
-    if register(entry.name, source_path, problem, None if problem else prefix(), wish) is not None:
-        (report.rejected.append((entry.name, problem)) if problem else report.registered.append(entry.name))
+    new = [(case, path) for case, path in listing(Path(entry.path)) if path not in run.known]
+    if not new:
+        return  # nothing new: the user is not even looked up
+    folder = owners.user_folder(entry)
+    for case_entry, case_path in new:
+        run.guarded(case_entry, look_at_case_of, folder, case_entry, case_path, run)
+
+
+def look_at_case_of(folder: owners.UserFolder, entry: os.DirEntry, source_path: str, run: _Scan) -> None:
+    problem = owners.refusal(folder, entry)
+    if problem is not None:
+        reject(entry.name, source_path, problem, run.report)
+    else:
+        look_at(entry, source_path, run, owner=folder.user)
+
+
+def look_at(entry: os.DirEntry, source_path: str, run: _Scan, owner=None) -> None:
+    """Register one case folder if it is complete (``rejected`` if it is no valid case)."""
+    problem, wish = validate(entry)
+    if problem is None and not is_complete(Path(entry.path), run.now):
+        run.report.incomplete.append(entry.name)
+        return
+    if register(entry.name, source_path, problem, None if problem else run.prefix(), wish, owner) is None:
+        return
+    if problem:
+        run.report.rejected.append((entry.name, problem))
+    else:
+        run.report.registered.append(entry.name)
+
+
+def reject(name: str, source_path: str, problem: str, report: ScanReport) -> None:
+    """Record a folder as rejected, in nobody's name (the operators' case)."""
+    if register(name, source_path, problem) is not None:
+        report.rejected.append((name, problem))
 
 
 def register(
-    name: str, source_path: str, problem: str | None, prefix: str | None = None, wish: Placement = ANYWHERE
+    name: str,
+    source_path: str,
+    problem: str | None,
+    prefix: str | None = None,
+    wish: Placement = ANYWHERE,
+    owner=None,
 ) -> Case | None:
     """Create the case (``submitted``, or ``rejected`` with ``problem``); ``None`` if a peer did first.
 
@@ -99,6 +164,7 @@ def register(
                 name=storable_text(name)[:255],
                 source_path=source_path,
                 status=status,
+                owner=owner,
                 last_error=problem or "",
                 wanted_host=wish.host,
                 wanted_group=wish.gpu_group,
@@ -110,6 +176,49 @@ def register(
     except IntegrityError:
         return None  # another scanner registered the same folder a moment ago
     return case
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A folder checked again (``recheck``): why it is no valid case (``None``: it is one), where it
+    asks to run, and whose case it is."""
+
+    problem: str | None
+    wish: Placement = ANYWHERE
+    owner: object | None = None
+
+
+def recheck(path: Path) -> Verdict:
+    """The registered folder at ``path`` judged again by the rule ``scan`` applies to a new one."""
+    try:
+        return _judge(path)
+    except OSError as error:
+        return Verdict(f"the folder cannot be read: {error.strerror}")
+
+
+def _judge(path: Path) -> Verdict:
+    entry = _entry(path)
+    if entry is None:
+        return Verdict("the case folder is gone from the inbox")
+    if not settings.MQIC_INBOX_PER_USER:
+        return Verdict(*validate(entry))
+    if path.parent.parent != Path(settings.MQIC_NEW_CASES_DIR).absolute():
+        return Verdict(owners.not_a_user_folder(entry) or owners.NOT_IN_A_USER_FOLDER)
+    user_entry = _entry(path.parent)
+    if user_entry is None:
+        return Verdict("the user folder is gone from the inbox")
+    if problem := owners.not_a_user_folder(user_entry):
+        return Verdict(problem)
+    folder = owners.user_folder(user_entry)
+    if problem := owners.refusal(folder, entry):
+        return Verdict(problem)
+    return Verdict(*validate(entry), owner=folder.user)
+
+
+def _entry(path: Path) -> os.DirEntry | None:
+    """The directory entry at ``path`` (read from its folder: never through a link at its place)."""
+    with os.scandir(path.parent) as entries:
+        return next((e for e in entries if e.name == path.name), None)
 
 
 CONTROL = {"Cc", "Cf", "Zl", "Zp"}

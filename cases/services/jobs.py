@@ -41,9 +41,19 @@ def token_of(remote_dir: str) -> str:
     return folder_name(remote_dir).rpartition(".")[2]
 
 
+USERS_RESULTS = ".users"
+"""The folder of the users' results in ``MQIC_RESULTS_DIR``: hidden, so no case is ever named so."""
+
+
 def results_dir(case) -> Path:
-    """Where a case's results come home: ``MQIC_RESULTS_DIR/<case name>``."""
-    return Path(settings.MQIC_RESULTS_DIR) / case.name
+    """Where a case's results come home: ``MQIC_RESULTS_DIR/<case name>``, and for a user's case (a
+    per-user inbox) ``MQIC_RESULTS_DIR/.users/<user folder>/<case name>``, so that two users' cases
+    of the same name never share a folder, nor a user's with an operators' case named like the user.
+    The user folder's name comes from the case's source path, not from the user: results stay where
+    they are when a user is renamed."""
+    if case.owner_id is None:
+        return Path(settings.MQIC_RESULTS_DIR) / case.name
+    return Path(settings.MQIC_RESULTS_DIR) / USERS_RESULTS / Path(case.source_path).parent.name / case.name
 
 
 def home_attempt(case) -> str | None:

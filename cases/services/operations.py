@@ -29,7 +29,6 @@ from .jobs import results_dir
 from .labels import label_prefix
 from .lifecycle import move_and_release
 from .matching import is_case_task, live_tasks_of, orphans
-from .placement import ANYWHERE, Placement
 from .transitions import record_event, transition
 
 S = CaseStatus
@@ -110,7 +109,8 @@ def set_aside_results(case: Case) -> str:
 
 
 def recheck(case: Case, user) -> Outcome:
-    """A rejected case whose folder the operator fixed: checked again with intake's own rule.
+    """A rejected case whose folder was fixed: checked again with intake's own rule, whose case it
+    is included (in a per-user inbox: a case of a user created since is theirs now).
 
     Valid now, it goes back to ``submitted`` (it gets its label at its first claim); still invalid,
     it stays rejected and the new reason is written down.
@@ -118,27 +118,17 @@ def recheck(case: Case, user) -> Outcome:
     case.refresh_from_db()
     if case.status != S.REJECTED:
         return does_not_apply(case, "re-check folder")
-    problem, wish = _folder_problem(Path(case.source_path))
-    if problem is not None:
-        Case.objects.filter(pk=case.pk, status=S.REJECTED).update(last_error=problem)
-        record_event(case.pk, f"folder re-checked {_by(user)}: still not a valid case: {problem}", user=user)
-        return refused(f"{case.name} is still not a valid case: {problem}", "error")
+    verdict = intake.recheck(Path(case.source_path))
+    if verdict.problem is not None:
+        Case.objects.filter(pk=case.pk, status=S.REJECTED).update(last_error=verdict.problem)
+        why = f"folder re-checked {_by(user)}: still not a valid case: {verdict.problem}"
+        record_event(case.pk, why, user=user)
+        return refused(f"{case.name} is still not a valid case: {verdict.problem}", "error")
     reason = f"folder re-checked {_by(user)}: a valid case now"
-    wanted = {"wanted_host": wish.host, "wanted_group": wish.gpu_group}
-    if not transition(case, S.REJECTED, S.SUBMITTED, reason=reason, user=user, last_error="", **wanted):
+    found = {"wanted_host": verdict.wish.host, "wanted_group": verdict.wish.gpu_group, "owner": verdict.owner}
+    if not transition(case, S.REJECTED, S.SUBMITTED, reason=reason, user=user, last_error="", **found):
         return raced(case)
     return Outcome(True, f"{case.name}: folder valid now, back to submitted")
-
-
-def _folder_problem(path: Path) -> tuple[str | None, Placement]:
-    """Why the folder is no valid case, and where it asks to run (intake's ``validate``, which
-    reads a directory entry)."""
-    try:
-        with os.scandir(path.parent) as entries:
-            entry = next((e for e in entries if e.name == path.name), None)
-    except OSError as error:
-        return f"the inbox cannot be read: {error.strerror}", ANYWHERE
-    return ("the case folder is gone from the inbox", ANYWHERE) if entry is None else intake.validate(entry)
 
 
 def cancel(case: Case, user, *, why: str = "") -> Outcome:

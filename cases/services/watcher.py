@@ -2,7 +2,8 @@
 
 Events only say "something changed"; the scan decides what is complete and new, so a
 burst of events costs one scan, and a missed event is caught by the scheduled scan.
-A folder still inside its quiet period is looked at again when that period ends.
+A folder still inside its quiet period is looked at again when that period ends. The watch is
+recursive: a per-user inbox's user folders, even those made after it started, are watched too.
 """
 
 from __future__ import annotations

@@ -26,7 +26,10 @@ def mqic_overview(context):
     request = context["request"]
     if not request.user.has_perm("cases.view_case"):
         return {"shown": False}
-    return overview_context(request, overview()) | {"shown": True, "live_seconds": settings.MQIC_LIVE_SECONDS}
+    return overview_context(request, overview(request.user)) | {
+        "shown": True,
+        "live_seconds": settings.MQIC_LIVE_SECONDS,
+    }
 
 
 @register.filter

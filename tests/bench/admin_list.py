@@ -4,7 +4,9 @@ Rows are made with ``bulk_create`` (a mostly finished history: completed, some f
 cancelled, rejected, waiting and running cases, all with labels and GPU groups). A superuser
 asks for the list as it opens, filtered by status, searched by name, and both. Server time
 is the in-process request (middleware, queries, template rendering), median of 5 after a
-warm-up; queries are counted with ``CaptureQueriesContext``.
+warm-up; queries are counted with ``CaptureQueriesContext``. Then a scientist who owns one case
+in a hundred (a staff user holding ``cases.view_case``, no operator) opens the list and the
+dashboard: both narrowed to their own cases by ``cases.access``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import itertools
 import warnings
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
@@ -56,7 +59,23 @@ def run(bench: Bench, result: ScenarioResult) -> None:
             queries, seconds = measure_page(client, changelist + query)
             result.add(f"{what}: queries", queries, "count", ("<=", 10))
             result.add(f"{what}: server time", seconds * 1000, "ms", ("<=", 300))
+        _queries, seconds = measure_page(client, reverse("admin:index"))
+        result.add("the dashboard, superuser: server time", seconds * 1000, "ms", ("<=", 300))
+        client.force_login(scientist_of(n))
+        queries, seconds = measure_page(client, changelist)
+        result.add("a scientist's own cases (1 in 100): queries", queries, "count", ("<=", 10))
+        result.add("a scientist's own cases (1 in 100): server time", seconds * 1000, "ms", ("<=", 300))
+        _queries, seconds = measure_page(client, reverse("admin:index"))
+        result.add("a scientist's dashboard: server time", seconds * 1000, "ms", ("<=", 300))
     result.notes.append(f"{n} cases, 8 GPU groups; superuser; median of 5 after one warm-up request.")
+
+
+def scientist_of(n: int):
+    """A staff user who owns one case in a hundred and may see only their own."""
+    user = get_user_model().objects.create_user("scientist", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="cases", codename="view_case"))
+    Case.objects.filter(pk__in=range(1, n + 1, 100)).update(owner=user)
+    return user
 
 
 def make_cases(n: int) -> None:

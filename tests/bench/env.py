@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 def setup_django(workdir: Path, database_url: str = "") -> None:
     """Point Django at ``database_url``, by default a new SQLite file in ``workdir`` (the environment
     decides the database and the inbox, so child processes started later inherit the same) and
-    migrate it."""
+    migrate it, with the shared cache's table as an installation has it."""
     os.environ["DATABASE_URL"] = database_url or f"sqlite:///{workdir / 'bench.sqlite3'}"
     os.environ["DJANGO_SETTINGS_MODULE"] = "mqic_site.settings"
     os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
@@ -36,6 +36,7 @@ def setup_django(workdir: Path, database_url: str = "") -> None:
 
     django.setup()
     call_command("migrate", verbosity=0)
+    call_command("createcachetable", verbosity=0)  # the dashboard reads the qcluster's heartbeat there
 
 
 def reset_database() -> None:

@@ -1,12 +1,10 @@
-"""Staff users holding exactly the permissions a test names, and scientists."""
+"""Staff users holding exactly the permissions a test names, and scientists (case owners)."""
 
 from __future__ import annotations
 
 from importlib import import_module
 
 from django.contrib.auth.models import Group, Permission, User
-
-SCIENTISTS = import_module("console.migrations.0003_scientists_group")
 
 
 def user_with(username: str, permissions: list[str]) -> User:
@@ -17,12 +15,19 @@ def user_with(username: str, permissions: list[str]) -> User:
     return user
 
 
-def scientist(username: str) -> User:
-    """A staff user in the ``scientists`` group (made as its migration makes it, if a transactional
-    test's flush took it away); the password is ``pw-<username>``."""
-    group, _ = Group.objects.get_or_create(name=SCIENTISTS.NAME)
-    for app_label, codename in SCIENTISTS.PERMISSIONS:
-        group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-    user = User.objects.create_user(username, password="pw-" + username, is_staff=True)
+SCIENTISTS = [
+    *import_module("console.migrations.0003_scientists_group").PERMISSIONS,
+    *import_module("console.migrations.0005_scientists_choose_their_notifications").PERMISSIONS,
+]
+"""What the migrations give the ``scientists`` group (a transactional test's flush drops the group)."""
+
+
+def scientist(username: str, email: str = "") -> User:
+    """A staff user in the ``scientists`` group and nothing more: a case owner at the admin."""
+    group, _ = Group.objects.get_or_create(name="scientists")
+    group.permissions.set(
+        Permission.objects.get(content_type__app_label=app, codename=codename) for app, codename in SCIENTISTS
+    )
+    user = User.objects.create_user(username, email=email, password="pw-" + username, is_staff=True)
     user.groups.add(group)
     return user

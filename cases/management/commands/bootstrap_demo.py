@@ -31,21 +31,28 @@ class Command(BaseCommand):
         call_command("collectstatic", interactive=False, verbosity=0)
         call_command("configure_hpc", stdout=self.stdout)
         call_command("setup_schedules", stdout=self.stdout)
+        login = self.admin_login()
         self.drop_demo_cases()
-        self.stdout.write(self.admin_login())
+        self.stdout.write(login)
         keep_private(settings.MQIC_VAR_DIR)
 
     def drop_demo_cases(self):
+        """Two cases, into an empty inbox; a per-user inbox (``MQIC_INBOX_PER_USER``) takes them in a
+        user folder: the first superuser's, whose cases they then are."""
         inbox = settings.MQIC_NEW_CASES_DIR
         inbox.mkdir(parents=True, exist_ok=True)
         if any(inbox.iterdir()):
             return
+        into = inbox
+        if settings.MQIC_INBOX_PER_USER:
+            owner = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
+            into = inbox / owner.get_username()
         for name in ("demo-1", "demo-2"):
-            folder = inbox / name
-            folder.mkdir()
+            folder = into / name
+            folder.mkdir(parents=True)
             (folder / settings.MQIC_ENTRY_SCRIPT).write_text(DEMO_SCRIPT)
             (folder / settings.MQIC_READY_MARKER).touch()
-        self.stdout.write(f"dropped demo cases demo-1 and demo-2 into {inbox}")
+        self.stdout.write(f"dropped demo cases demo-1 and demo-2 into {into}")
 
     def admin_login(self) -> str:
         """Make the ``admin`` superuser once; its password is shown that once, then kept in var/."""

@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('cases', '0014_gpu_seconds_of_ended_attempts'),
-        ('console', '0003_scientists_group'),
+        ('console', '0005_scientists_choose_their_notifications'),
     ]
 
     operations = [
