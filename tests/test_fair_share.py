@@ -6,6 +6,7 @@ why, by the same rule. Usage comes from attempt rows made directly; claims are t
 import re
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
@@ -308,4 +309,4 @@ def test_two_owners_cases_take_turns_on_one_gpu_group(one_group, mqic_dirs, owne
     assert list(attempts) == expected
     names = dict(Case.objects.values_list("label", "name"))
     assert [names[add["label"]] for add in one_group.adds()] == expected
-    assert all((mqic_dirs.MQIC_RESULTS_DIR / name / "out.txt").exists() for name in expected)
+    assert all((Path(case.result_path) / "out.txt").exists() for case in Case.objects.all())

@@ -13,6 +13,7 @@ from resources.remote.errors import BadOutput, CommandFailed, FolderRefused, Out
 from resources.remote.local import STDERR_MAX_BYTES, LocalTransport
 from resources.remote.manifest import UnsafeCaseFolder
 from resources.remote.untar import Limits
+from tests.support.trees import read_tree
 
 MB = 1 << 20
 SECRET = b"outside the case folder: must never be sent\n"
@@ -26,10 +27,6 @@ def make_tree(root: Path, files: int) -> dict[str, bytes]:
         (root / relative).write_bytes(f"file {i}\n".encode() * 100)
         contents[relative] = (root / relative).read_bytes()
     return contents
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def running(pid: int) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from cases.models import Attempt, Case, CaseEvent, CaseStatus
+from cases.models import FINISHED, Attempt, Case, CaseEvent, CaseStatus
 from cases.services import intake, monitoring, reconciliation, submission
 from cases.services.monitoring import CLEANED_NOT_HOME
 from cases.services.restore import CHECKING, RAN_AFTER_BACKUP
@@ -36,7 +36,7 @@ def passes() -> None:
 
 def settled() -> bool:
     passes()
-    return not Case.objects.exclude(status__in=[S.COMPLETED, S.FAILED]).exists()
+    return not Case.objects.exclude(status__in=FINISHED).exists()
 
 
 def ran_after_a_backup(mqic_dirs, tmp_path, retention: float) -> str:
@@ -213,3 +213,23 @@ def test_a_host_that_cannot_be_asked_keeps_a_restored_waiting_case_waiting(hpc, 
     assert Case.objects.get(name="c2").status == S.FAILED
     assert RAN_AFTER_BACKUP in Case.objects.get(name="c2").last_error
     assert_once_each(sandbox)
+
+
+def test_a_case_registered_after_the_backup_is_not_run_again_from_the_inbox(hpc, sandbox, mqic_dirs):
+    """The backup predates the case: restored, the database does not know it, and its folder is
+    still in the inbox. Its results at home say it ran: it is registered rejected, saying so."""
+    taken = backup.take()
+    drop_case(mqic_dirs.MQIC_NEW_CASES_DIR, "late", "echo late > out.txt\n")
+    intake.scan()
+    wait_for(settled, 60, "the case to end after the backup")
+    backup.restore(taken)
+    assert not Case.objects.exists()
+
+    intake.scan()
+    wait_for(settled, 60, "the restored database to settle")
+
+    case = Case.objects.get()
+    assert case.status == S.REJECTED
+    assert "already in" in case.last_error and "restored" in case.last_error
+    assert (results(mqic_dirs, "late") / "out.txt").read_text() == "late\n", "its results stay as they were"
+    assert len(sandbox.adds()) == 1, "not run again"

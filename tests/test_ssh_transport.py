@@ -29,6 +29,7 @@ from resources.remote.manifest import UnsafeCaseFolder
 from resources.remote.ssh import SshTransport, get_transport
 from resources.remote.untar import Limits
 from tests.support.sshd import SshServer, generate_key
+from tests.support.trees import read_tree
 
 MB = 1 << 20
 SECRET = b"outside the case folder: must never be sent\n"
@@ -61,10 +62,6 @@ def make_tree(root: Path, files: int, per_dir: int = 100, size: int = 4096) -> d
         (root / relative).write_bytes(data)
         contents[relative] = data
     return contents
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def keygen_fingerprint(public_key_file: Path) -> str:

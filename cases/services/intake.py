@@ -20,10 +20,11 @@ from pathlib import Path
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from resources.jobqueue import FolderManifest, UnsafeFolder, list_folder
+from resources.jobqueue import FolderManifest, UnsafeFolder, list_folder, read_origin
 
 from ..models import Case, CaseStatus
 from . import owners
+from .jobs import results_dir
 from .labels import label_for, label_prefix
 from .placement import ANYWHERE, Placement, read_placement
 from .transitions import check_allowed, record_event
@@ -156,6 +157,7 @@ def register(
 
     A rejected case gets no remote label: it never reaches a host (a retry gives it one).
     """
+    problem = problem or ran_before(Case(name=storable_text(name)[:255], source_path=source_path, owner=owner))
     status = CaseStatus.REJECTED if problem else CaseStatus.SUBMITTED
     check_allowed(None, status)
     try:
@@ -176,6 +178,20 @@ def register(
     except IntegrityError:
         return None  # another scanner registered the same folder a moment ago
     return case
+
+
+def ran_before(case: Case) -> str | None:
+    """Why a new case must not run: results of a case of this name and owner are already home. Run
+    again, it would replace them; and a database restored from an older backup no longer knows the
+    case that brought them (its folder, still in the inbox, looks new)."""
+    home = results_dir(case)
+    origin = read_origin(home)
+    if origin is None:
+        return None
+    return (
+        f"results of an earlier run of a case named so are already in {home} (from {origin}; the "
+        "database may have been restored from an older backup): move them away, then retry the case"
+    )
 
 
 @dataclass(frozen=True)
