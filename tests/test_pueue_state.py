@@ -611,3 +611,28 @@ def test_the_careful_path_takes_the_tasks_the_quick_path_does_not_know():
 
     assert [state.tasks[i].status for i in (9, 10, 11)] == [S.STASHED, S.STASHED, S.LOCKED]
     assert dict(state.tasks) == dict(parse_status(sample("v3_status.json")).tasks)
+
+
+def test_same_snapshot_is_snapshot_equality():
+    tasks = list(parse_status(sample("v4_status.json")).tasks.values())
+    tasks += list(parse_status(sample("v3_status.json")).tasks.values())
+    first = tasks[0]
+    utc = first.created_at.astimezone(UTC)  # the same instant, written at another offset
+    tasks += [
+        dataclasses.replace(first, created_at=utc),
+        dataclasses.replace(first, created_at=utc.replace(tzinfo=None)),  # naive
+        dataclasses.replace(first, created_at=first.created_at + timedelta(microseconds=1)),
+        dataclasses.replace(first, enqueued_at=None),
+        dataclasses.replace(first, end=first.end.astimezone(UTC)),
+        dataclasses.replace(first, command=first.command + " "),
+        dataclasses.replace(first, original_command="not in the snapshot"),
+        dataclasses.replace(first, status=S.RUNNING, result=None, exit_code=None, end=None),
+        dataclasses.replace(first, result=R.FAILED, exit_code=0),
+        dataclasses.replace(first, label=None),
+        dataclasses.replace(first, id=99),
+    ]
+
+    for a in tasks:
+        for b in tasks:
+            assert a.same_snapshot(b) == (a.snapshot() == b.snapshot()), (a, b)
+    assert first.same_snapshot(tasks[-5])  # original_command is not in the snapshot

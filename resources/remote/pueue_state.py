@@ -108,6 +108,32 @@ class PueueTask:
             "end": None if end is None else end.isoformat(),
         }
 
+    def same_snapshot(self, other: PueueTask) -> bool:
+        """``self.snapshot() == other.snapshot()``, without building either: the monitor asks it of
+        every live task every pass, against the task it last found equal to the stored snapshot.
+        Two times have the same ``isoformat()`` when they are equal (aware ones: the same instant)
+        and have the same UTC offset (None for naive ones); None is only equal to None."""
+        a, b = self, other
+        return (
+            a.id == b.id
+            and a.label == b.label
+            and a.group == b.group
+            and a.path == b.path
+            and a.command == b.command
+            and a.status is b.status
+            and a.result is b.result
+            and a.exit_code == b.exit_code
+            and a.spawn_error == b.spawn_error
+            and a.created_at == b.created_at
+            and a.enqueued_at == b.enqueued_at
+            and a.start == b.start
+            and a.end == b.end
+            and a.created_at.utcoffset() == b.created_at.utcoffset()
+            and (a.enqueued_at is None or a.enqueued_at.utcoffset() == b.enqueued_at.utcoffset())
+            and (a.start is None or a.start.utcoffset() == b.start.utcoffset())
+            and (a.end is None or a.end.utcoffset() == b.end.utcoffset())
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class PueueGroup:
