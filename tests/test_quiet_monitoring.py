@@ -100,12 +100,12 @@ def stored(case: Case) -> dict:
     return case.last_seen_task
 
 
-def test_watched_takes_the_pk_and_the_monitored_fields_in_order():
-    row = tuple(f"value {n}" for n in range(1 + len(monitoring.MONITORED_FIELDS)))
+def test_watched_takes_the_pk_and_the_watched_fields_in_order():
+    row = tuple(f"value {n}" for n in range(1 + len(monitoring.WATCHED_FIELDS)))
 
     watched = monitoring.Watched(row)
 
-    assert [getattr(watched, name) for name in ("pk", *monitoring.MONITORED_FIELDS)] == list(row)
+    assert [getattr(watched, name) for name in ("pk", *monitoring.WATCHED_FIELDS)] == list(row)
 
 
 def test_running_cases_read_every_field_and_the_stored_snapshot(running):
@@ -114,11 +114,7 @@ def test_running_cases_read_every_field_and_the_stored_snapshot(running):
     assert watched.pk == running.pk and watched.name == running.name and watched.label == running.label
     assert watched.pueue_task_created_at == CREATED and watched.task_missing_since is None
     assert watched.last_seen_task == task().snapshot() == watched.stored.value
-    assert (watched.gpu_group_id, watched.pueue_task_id, watched.remote_dir) == (
-        running.gpu_group_id,
-        0,
-        running.remote_dir,
-    )
+    assert (watched.gpu_group_id, watched.pueue_task_id) == (running.gpu_group_id, 0)
 
 
 def test_quiet_passes_write_nothing_and_every_change_is_written(remote, running):

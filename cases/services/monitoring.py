@@ -56,18 +56,17 @@ KILLED_LIVES_ON = "the task was killed outside MQIC, but its processes may live 
 LOST_LIVES_ON = "its task vanished without an exit marker, but processes of it still run"
 # What a monitoring pass reads of a running case: loading only these keeps a pass over
 # thousands of running cases cheap (most of them only get compared with their task).
-MONITORED_FIELDS = (
+WATCHED_FIELDS = (
     "name",
-    "status",
     "label",
     "gpu_group_id",
-    "lease_generation",
-    "remote_dir",
     "pueue_task_id",
     "pueue_task_created_at",
     "last_seen_task",
     "task_missing_since",
 )
+# ...and what it loads of the few whose task ended or vanished (as models: they move on).
+MONITORED_FIELDS = (*WATCHED_FIELDS, "status", "lease_generation", "remote_dir")
 
 
 @dataclass
@@ -97,24 +96,21 @@ class MonitorReport:
 
 
 class Watched:
-    """A running case as a monitor pass first reads it: the fields it compares (``MONITORED_FIELDS``)
+    """A running case as a monitor pass first reads it: the fields it compares (``WATCHED_FIELDS``)
     from one row, no model instance. Most running cases are only compared with their task, and ten
     thousand of these load several times faster than as models; the few that move on are loaded as
     models then (``as_cases``). ``stored`` is its stored snapshot as ``running_cases`` read it."""
 
-    __slots__ = ("pk", *MONITORED_FIELDS, "gpu_group", "stored")
+    __slots__ = ("pk", *WATCHED_FIELDS, "gpu_group", "stored")
 
     def __init__(self, row: tuple):
-        """``row``: the pk and the ``MONITORED_FIELDS``, in that order (one assignment, not a loop:
+        """``row``: the pk and the ``WATCHED_FIELDS``, in that order (one assignment, not a loop:
         a pass builds one per running case)."""
         (
             self.pk,
             self.name,
-            self.status,
             self.label,
             self.gpu_group_id,
-            self.lease_generation,
-            self.remote_dir,
             self.pueue_task_id,
             self.pueue_task_created_at,
             self.last_seen_task,
@@ -152,7 +148,7 @@ def running_cases() -> list[Watched]:
     """Every running case, in one query (a stored snapshot is decoded only when its text is new)."""
     global _stored
     before, after = _stored, {}
-    fields = [Cast(f, TextField()) if f == "last_seen_task" else f for f in MONITORED_FIELDS]
+    fields = [Cast(f, TextField()) if f == "last_seen_task" else f for f in WATCHED_FIELDS]
     running = [Watched(row) for row in Case.objects.filter(status=S.RUNNING).values_list("pk", *fields)]
     for case in running:
         stored = None
