@@ -23,13 +23,13 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from resources.contact import contact, for_each_host
-from resources.jobqueue import FolderResult, JobQueue, PueueState, PueueTask, TaskResult
+from resources.jobqueue import FolderResult, JobQueue, PueueState, PueueTask, RemoteError, TaskResult
 from resources.models import GpuGroup, HpcHost
 
 from ..faults import crash_point
 from ..models import Attempt, Case, CaseStatus
 from . import hygiene
-from .isolation import isolated
+from .isolation import isolated, unexpected_error
 from .jobs import (
     ATTEMPT_VARIABLE,
     EXIT_MARKER,
@@ -199,8 +199,8 @@ def monitor_host(host: HpcHost, cases: list[Watched], report: MonitorReport) -> 
                 stop_and_fail(link.queue, state, loaded, why)
 
         vanished, killed, done = [], [], []
-        for case in cases:
-            with isolated(case, "monitoring", give_up=give_up):
+        for case in cases:  # isolated, as a try (free) rather than ``with isolated`` (a call or three)
+            try:
                 task = state.tasks.get(case.pueue_task_id)
                 if task is None or not is_stored_task(task, case):
                     vanished.append(case)
@@ -211,6 +211,10 @@ def monitor_host(host: HpcHost, cases: list[Watched], report: MonitorReport) -> 
                     killed.append((case, task))
                 else:
                     done.append((case, task, task.exit_code))
+            except RemoteError:
+                raise
+            except Exception as error:
+                unexpected_error(case, "monitoring", error, give_up)
         moving = as_cases([*vanished, *(c for c, _t in killed), *(c for c, _t, _e in done)])
         vanished = [moving[c.pk] for c in vanished if c.pk in moving]
         killed = [(moving[c.pk], t) for c, t in killed if c.pk in moving]
