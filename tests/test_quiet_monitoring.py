@@ -1,7 +1,7 @@
 """A monitor pass over running cases whose tasks did not change: it reads what it must, writes
-nothing, and still notices every change. The pass remembers, from one pass to the next, each case's
-stored snapshot and the task found equal to it (``monitoring.StoredSnapshot``): these tests make
-sure that what it remembers never hides a change, whether of the task or of the stored row.
+nothing, and still notices every change. The pass remembers, from one pass to the next, what it
+read of each case's row and the task found equal to its stored snapshot (``monitoring.LastRead``):
+these tests make sure that what it remembers never hides a change, of the task or of the row.
 
 No SSH here: the host's ``pueue status`` is a state given by the test.
 """
@@ -108,13 +108,38 @@ def test_watched_takes_the_pk_and_the_watched_fields_in_order():
     assert [getattr(watched, name) for name in ("pk", *monitoring.WATCHED_FIELDS)] == list(row)
 
 
-def test_running_cases_read_every_field_and_the_stored_snapshot(running):
-    (watched,) = monitoring.running_cases()
+def watched_fields(case: monitoring.Watched) -> list:
+    return [getattr(case, name) for name in ("pk", *monitoring.WATCHED_FIELDS)]
 
-    assert watched.pk == running.pk and watched.name == running.name and watched.label == running.label
-    assert watched.pueue_task_created_at == CREATED and watched.task_missing_since is None
-    assert watched.last_seen_task == task().snapshot() == watched.stored.value
-    assert (watched.gpu_group_id, watched.pueue_task_id) == (running.gpu_group_id, 0)
+
+def test_running_cases_read_every_field_converted(running):
+    expected = [running.pk, *(getattr(running, name) for name in monitoring.WATCHED_FIELDS)]
+    assert expected[5:] == [CREATED, task().snapshot(), None]
+
+    (first,) = monitoring.running_cases()  # read twice: new to the pass, then as read before
+    (again,) = monitoring.running_cases()
+
+    assert watched_fields(first) == watched_fields(again) == expected
+    assert again.last_read is first.last_read
+
+
+@pytest.mark.parametrize("by_id", [True, False])
+def test_running_cases_read_a_changed_row_again(running, monkeypatch, by_id):
+    if not by_id:
+        monkeypatch.setattr(monitoring, "FRESH_BY_ID", 0)
+    other = make_case(CaseStatus.RUNNING, gpu_group=running.gpu_group, label="other", pueue_task_id=1)
+    monitoring.running_cases()
+    later, missing = CREATED + timedelta(microseconds=1), datetime(2025, 6, 2, tzinfo=UTC)
+    Case.objects.filter(pk=running.pk).update(pueue_task_created_at=later, task_missing_since=missing)
+    Case.objects.filter(pk=other.pk).update(last_seen_task={"id": 1})
+
+    read = {case.pk: case for case in monitoring.running_cases()}
+
+    assert (read[running.pk].pueue_task_created_at, read[running.pk].task_missing_since) == (later, missing)
+    assert read[running.pk].last_seen_task == task().snapshot()
+    assert read[other.pk].last_seen_task == {"id": 1} and read[other.pk].pueue_task_created_at is None
+    Case.objects.filter(pk=other.pk).update(status=CaseStatus.COMPLETED)
+    assert [case.pk for case in monitoring.running_cases()] == [running.pk]
 
 
 def test_quiet_passes_write_nothing_and_every_change_is_written(remote, running):

@@ -8,7 +8,6 @@ marker for longer than the grace period, the case failed as lost.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -55,18 +54,16 @@ RESULTS_WAIT = "its results could not come home yet: "
 KILLED_LIVES_ON = "the task was killed outside MQIC, but its processes may live on"
 LOST_LIVES_ON = "its task vanished without an exit marker, but processes of it still run"
 # What a monitoring pass reads of a running case: loading only these keeps a pass over
-# thousands of running cases cheap (most of them only get compared with their task).
-WATCHED_FIELDS = (
-    "name",
-    "label",
-    "gpu_group_id",
-    "pueue_task_id",
-    "pueue_task_created_at",
-    "last_seen_task",
-    "task_missing_since",
-)
+# thousands of running cases cheap (most of them only get compared with their task). The last
+# three cost to convert (two times, a JSON document): ``running_cases`` reads them as the
+# database's text first, and has them converted only when that text is new to it.
+PLAIN_FIELDS = ("name", "label", "gpu_group_id", "pueue_task_id")
+AS_TEXT = ("pueue_task_created_at", "last_seen_task", "task_missing_since")
+WATCHED_FIELDS = (*PLAIN_FIELDS, *AS_TEXT)
 # ...and what it loads of the few whose task ended or vanished (as models: they move on).
 MONITORED_FIELDS = (*WATCHED_FIELDS, "status", "lease_generation", "remote_dir")
+FRESH_BY_ID = 500
+"""Up to this many cases new to ``running_cases`` are read again by id; more, and all are."""
 
 
 @dataclass
@@ -99,9 +96,9 @@ class Watched:
     """A running case as a monitor pass first reads it: the fields it compares (``WATCHED_FIELDS``)
     from one row, no model instance. Most running cases are only compared with their task, and ten
     thousand of these load several times faster than as models; the few that move on are loaded as
-    models then (``as_cases``). ``stored`` is its stored snapshot as ``running_cases`` read it."""
+    models then (``as_cases``). ``last_read`` is what ``running_cases`` read of its row."""
 
-    __slots__ = ("pk", *WATCHED_FIELDS, "gpu_group", "stored")
+    __slots__ = ("pk", *WATCHED_FIELDS, "gpu_group", "last_read")
 
     def __init__(self, row: tuple):
         """``row``: the pk and the ``WATCHED_FIELDS``, in that order (one assignment, not a loop:
@@ -127,48 +124,51 @@ def as_cases(watched: list[Watched]) -> dict[int, Case]:
     return loaded
 
 
-class StoredSnapshot(NamedTuple):
-    """A running case's ``last_seen_task`` as this process last read it: the text the database
-    holds, the value decoded from it (only ever compared, never changed), and a task found to have
-    that very snapshot, once one was compared with it."""
+class LastRead(NamedTuple):
+    """What this process last read of a running case's ``AS_TEXT`` fields: the database's text and
+    the values Django converted from it (the stored snapshot decoded: only ever compared, never
+    changed), and a task found to have that very snapshot, once one was compared with it."""
 
-    text: str
-    value: Any
+    texts: tuple[str | None, ...]
+    values: tuple[Any, ...]
     matched: PueueTask | None = None
 
 
-_stored: dict[int, StoredSnapshot] = {}
-"""The running cases' stored snapshots, by case id, as this process's last pass read them. A quiet
-case's snapshot and task do not change from pass to pass: a pass then neither decodes the stored
-snapshot again nor builds the task's to compare it, which were a third of a pass over ten thousand
-running cases. Whatever is reused was read from the same text the database holds now."""
+_last_read: dict[int, LastRead] = {}
+"""By case id, what this process's last pass read of the running cases. A quiet case's row and task
+do not change from pass to pass: a pass then neither converts its times nor decodes its stored
+snapshot again, nor builds its task's snapshot to compare (``note_live``), which were half of a
+pass over ten thousand running cases. Whatever is reused was read from the very text read now."""
 
 
 def running_cases() -> list[Watched]:
-    """Every running case, in one query (a stored snapshot is decoded only when its text is new)."""
-    global _stored
-    before, after = _stored, {}
-    fields = [Cast(f, TextField()) if f == "last_seen_task" else f for f in WATCHED_FIELDS]
-    running = [Watched(row) for row in Case.objects.filter(status=S.RUNNING).values_list("pk", *fields)]
-    for case in running:
-        stored = None
-        if (text := case.last_seen_task) is not None:
-            stored = before.get(case.pk)
-            if stored is None or stored.text != text:
-                stored = StoredSnapshot(text, _json_value(text))
-            after[case.pk] = stored
-            case.last_seen_task = stored.value
-        case.stored = stored
-    _stored = after
-    return running
-
-
-def _json_value(text: str) -> Any:
-    """What Django's ``JSONField`` makes of the stored text (its ``from_db_value``)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+    """Every running case, as ``Watched``: one query, with the ``AS_TEXT`` fields as text; the cases
+    whose text this process did not read before (new ones, changed ones) are read again, converted."""
+    global _last_read
+    before, after = _last_read, {}
+    as_text = [Cast(f, TextField()) for f in AS_TEXT]
+    read: list[Watched | None] = []
+    fresh: dict[int, int] = {}
+    for row in Case.objects.filter(status=S.RUNNING).values_list("pk", *PLAIN_FIELDS, *as_text):
+        known = before.get(row[0])
+        if known is not None and known.texts == row[-len(AS_TEXT) :]:
+            case = Watched(row[: 1 + len(PLAIN_FIELDS)] + known.values)
+            case.last_read = after[case.pk] = known
+            read.append(case)
+        else:
+            fresh[row[0]] = len(read)
+            read.append(None)
+    if fresh:
+        rows = Case.objects.filter(status=S.RUNNING)
+        if len(fresh) <= FRESH_BY_ID:
+            rows = rows.filter(pk__in=list(fresh))
+        for row in rows.values_list("pk", *WATCHED_FIELDS, *as_text):
+            if (index := fresh.get(row[0])) is not None:  # (a case running since the first query: next pass)
+                case = read[index] = Watched(row[: -len(AS_TEXT)])
+                texts, values = row[-len(AS_TEXT) :], row[1 + len(PLAIN_FIELDS) : -len(AS_TEXT)]
+                case.last_read = after[case.pk] = LastRead(texts, values)
+    _last_read = after
+    return [case for case in read if case is not None]
 
 
 def monitor_pass() -> MonitorReport:
@@ -236,13 +236,13 @@ def note_live(case: Watched, task: PueueTask) -> None:
     Asked of every live task every pass: a task that an earlier pass found equal to the same
     stored snapshot is compared with that task field by field, without building its snapshot.
     """
-    stored = case.stored
-    if stored is not None and stored.matched is not None and task.same_snapshot(stored.matched):
+    known = case.last_read
+    if known.matched is not None and task.same_snapshot(known.matched):
         unchanged = True
     else:
         unchanged = case.last_seen_task == task.snapshot()
-        if unchanged and stored is not None:
-            _stored[case.pk] = StoredSnapshot(stored.text, stored.value, task)
+        if unchanged:
+            _last_read[case.pk] = LastRead(known.texts, known.values, task)
     if not unchanged or case.pueue_task_created_at is None or case.task_missing_since:
         Case.objects.filter(pk=case.pk, status=S.RUNNING, pueue_task_id=task.id).update(
             last_seen_task=task.snapshot(), pueue_task_created_at=task.created_at, task_missing_since=None
