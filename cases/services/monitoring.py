@@ -240,9 +240,11 @@ def note_live(case: Watched, task: PueueTask) -> None:
     if known.matched is not None and task.same_snapshot(known.matched):
         unchanged = True
     else:
-        unchanged = case.last_seen_task == task.snapshot()
-        if unchanged:
-            _last_read[case.pk] = LastRead(known.texts, known.values, task)
+        snapshot = task.snapshot()
+        unchanged = case.last_seen_task == snapshot
+        if unchanged:  # kept: the task, and its equal snapshot (it shares the task's strings)
+            created_at, _stored, missing_since = known.values
+            _last_read[case.pk] = LastRead(known.texts, (created_at, snapshot, missing_since), task)
     if not unchanged or case.pueue_task_created_at is None or case.task_missing_since:
         Case.objects.filter(pk=case.pk, status=S.RUNNING, pueue_task_id=task.id).update(
             last_seen_task=task.snapshot(), pueue_task_created_at=task.created_at, task_missing_since=None
