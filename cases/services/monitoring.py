@@ -24,6 +24,7 @@ from django.utils import timezone
 from resources.contact import contact, for_each_host
 from resources.jobqueue import FolderResult, JobQueue, PueueState, PueueTask, RemoteError, TaskResult
 from resources.models import GpuGroup, HpcHost
+from resources.remote import collector
 
 from ..faults import crash_point
 from ..models import Attempt, Case, CaseStatus
@@ -173,7 +174,8 @@ def running_cases() -> list[Watched]:
 
 def monitor_pass() -> MonitorReport:
     report = MonitorReport()
-    running = running_cases()
+    with collector.paused():  # ten thousand rows and Watched: see resources.remote.collector
+        running = running_cases()
     groups = GpuGroup.objects.select_related("host").in_bulk({c.gpu_group_id for c in running})
     hosts = {group.host_id: group.host for group in groups.values()}
     by_host_id: dict[int, list[Watched]] = {host_id: [] for host_id in hosts}
@@ -199,22 +201,23 @@ def monitor_host(host: HpcHost, cases: list[Watched], report: MonitorReport) -> 
                 stop_and_fail(link.queue, state, loaded, why)
 
         vanished, killed, done = [], [], []
-        for case in cases:  # isolated, as a try (free) rather than ``with isolated`` (a call or three)
-            try:
-                task = state.tasks.get(case.pueue_task_id)
-                if task is None or not is_stored_task(task, case):
-                    vanished.append(case)
-                elif task.is_live:
-                    note_live(case, task)
-                    report.still_running += 1
-                elif task.result == TaskResult.KILLED:
-                    killed.append((case, task))
-                else:
-                    done.append((case, task, task.exit_code))
-            except RemoteError:
-                raise
-            except Exception as error:
-                unexpected_error(case, "monitoring", error, give_up)
+        with collector.paused():
+            for case in cases:  # isolated, as a try (free) rather than ``with isolated`` (a call or three)
+                try:
+                    task = state.tasks.get(case.pueue_task_id)
+                    if task is None or not is_stored_task(task, case):
+                        vanished.append(case)
+                    elif task.is_live:
+                        note_live(case, task)
+                        report.still_running += 1
+                    elif task.result == TaskResult.KILLED:
+                        killed.append((case, task))
+                    else:
+                        done.append((case, task, task.exit_code))
+                except RemoteError:
+                    raise
+                except Exception as error:
+                    unexpected_error(case, "monitoring", error, give_up)
         moving = as_cases([*vanished, *(c for c, _t in killed), *(c for c, _t, _e in done)])
         vanished = [moving[c.pk] for c in vanished if c.pk in moving]
         killed = [(moving[c.pk], t) for c, t in killed if c.pk in moving]

@@ -11,10 +11,8 @@ than guessing.
 
 from __future__ import annotations
 
-import gc
 import json
 import re
-import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from . import collector
 from .errors import BadOutput
 
 
@@ -184,7 +183,7 @@ class PueueState:
 
 def parse_status(text: str) -> PueueState:
     """Parse ``pueue status --json`` (3.x or 4.x)."""
-    with _reporting("pueue status --json"), _collector_paused():
+    with _reporting("pueue status --json"), collector.paused():
         return _parse_status(text)  # its decoded JSON is freed before the collector resumes
 
 
@@ -216,35 +215,6 @@ def parse_log(text: str) -> dict[int, PueueLogEntry]:
 
 
 # --- parsing internals -------------------------------------------------------------------------
-
-_pause_lock = threading.Lock()
-_pauses = 0
-_resume_collector = False
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector does not run while a ``status --json`` answer is parsed.
-
-    The decoded JSON of ten thousand tasks is some 40,000 containers (and then 10,000 tasks). JSON
-    holds no cycles and reference counting frees them all the same, but their number alone sets
-    the collector off again and again while they are built, and each of its rounds walks through
-    everything the process holds: that was a third of a monitor pass. Hosts are parsed side by
-    side on threads: the first parse pauses the collector (if it ran) and the last resumes it.
-    """
-    global _pauses, _resume_collector
-    with _pause_lock:
-        if _pauses == 0:
-            _resume_collector = gc.isenabled()
-            gc.disable()
-        _pauses += 1
-    try:
-        yield
-    finally:
-        with _pause_lock:
-            _pauses -= 1
-            if _pauses == 0 and _resume_collector:
-                gc.enable()
 
 
 class _Malformed(Exception):
