@@ -6,7 +6,8 @@ monitor pass reading and comparing ten thousand running cases, build tens of tho
 containers that hold no cycles (reference counting frees them), yet their number alone set the
 collector off again and again: up to a third of a pass, and most of its spread from one pass to
 the next. ``paused()`` keeps it from running through such a stretch of computation; it runs again
-as before after it. Use it around bounded work only: not around a transfer, nor anything waiting.
+as before after it. Meant for bounded computation, not for transfers or waits: whatever runs under
+it (other threads too) has its cyclic garbage collected only once the pause ends.
 
 Hosts are handled side by side on threads: the first pause stops the collector (if it was
 running) and the end of the last one starts it again.
