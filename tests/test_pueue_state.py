@@ -524,3 +524,115 @@ def test_ten_thousand_tasks_with_big_environments(capsys):
     assert state.tasks[9_999].label == "case-2499"
     assert [t.id for t in state.find_by_label("case-7")] == [7, 2507, 5007, 7507]
     assert len(state.tasks_with_label_prefix("case-1")) == 1111 * 4
+
+
+# --- the quick path -----------------------------------------------------------------------------
+
+ODD_VALUES = [
+    None,
+    True,
+    0,
+    -1,
+    2.5,
+    "",
+    "x",
+    [],
+    {},
+    {"Failed": 1},
+    "2025-06-01T10:10:00Z",
+    "2025-06-01T10:10:00.123456789-05:30",
+    "2025-06-01T10:10:00",
+    "2025-06-01 10:10:00+02:00",
+]
+
+ODD_RESULTS = ["Success", "Killed", "Exploded", {"FailedToSpawn": "no"}, {"Success": None}, {"A": 1, "B": 2}]
+ODD_STATUSES = ["Queued", "Running", "Done", {"Running": None}, {"Queued": {}, "Running": {}}, {"Frozen": {}}]
+
+
+def task_variants():
+    """The 4.x sample's tasks (every status and result), then each with one key of the task or of
+    its status payload removed or replaced by an odd value, and with odd statuses and results."""
+    for key, task in sample_json("v4_status.json")["tasks"].items():
+        yield key, task
+        yield key, {**task, "start": None}  # the 3.x layout's key in a 4.x task
+        yield str(int(key) + 1), task
+        for field in list(task):
+            yield key, {k: v for k, v in task.items() if k != field}
+            for value in ODD_VALUES:
+                yield key, {**task, field: value}
+        (name, payload), *_ = task["status"].items()
+        if isinstance(payload, dict):
+            for field in [*payload, "result", "start", "end"]:
+                yield key, {**task, "status": {name: {k: v for k, v in payload.items() if k != field}}}
+                for value in [
+                    *ODD_VALUES,
+                    "Success",
+                    "Killed",
+                    "Exploded",
+                    {"FailedToSpawn": "no"},
+                    {"A": 1, "B": 2},
+                ]:
+                    yield key, {**task, "status": {name: {**payload, field: value}}}
+        for status in [
+            "Queued",
+            "Running",
+            "Done",
+            {"Running": None},
+            {"Queued": {}, "Running": {}},
+            {"Frozen": {}},
+        ]:
+            yield key, {**task, "status": status}
+
+
+def test_the_quick_path_accepts_nothing_the_careful_path_refuses_and_agrees_on_the_rest():
+    from resources.remote.pueue_state import _Malformed, _parse_task, _quick_v4_task
+
+    quick_ones = 0
+    for key, raw in task_variants():
+        quick = _quick_v4_task(key, copy.deepcopy(raw))
+        try:
+            careful = _parse_task(key, raw) if isinstance(raw, dict) else None
+        except _Malformed:
+            careful = None
+        if quick is None:
+            continue
+        quick_ones += 1
+        assert careful is not None, (key, raw)
+        assert quick == careful, (key, raw)
+        assert quick.snapshot() == careful.snapshot(), (key, raw)  # the times' offsets too
+        assert [type(getattr(quick, f.name)) for f in dataclasses.fields(quick)] == [
+            type(getattr(careful, f.name)) for f in dataclasses.fields(careful)
+        ]
+    assert quick_ones > 100  # the quick path did take the well-formed tasks
+
+
+def test_the_careful_path_takes_the_tasks_the_quick_path_does_not_know():
+    state = parse_status(sample("v4_status.json"))  # Stashed and Locked tasks among them
+
+    assert [state.tasks[i].status for i in (9, 10, 11)] == [S.STASHED, S.STASHED, S.LOCKED]
+    assert dict(state.tasks) == dict(parse_status(sample("v3_status.json")).tasks)
+
+
+def test_same_snapshot_is_snapshot_equality():
+    tasks = list(parse_status(sample("v4_status.json")).tasks.values())
+    tasks += list(parse_status(sample("v3_status.json")).tasks.values())
+    first = tasks[0]
+    utc = first.created_at.astimezone(UTC)  # the same instant, written at another offset
+    tasks += [
+        dataclasses.replace(first, created_at=utc),
+        dataclasses.replace(first, created_at=utc.replace(tzinfo=None)),  # naive
+        dataclasses.replace(first, created_at=first.created_at + timedelta(microseconds=1)),
+        dataclasses.replace(first, enqueued_at=None),
+        dataclasses.replace(first, end=first.end.astimezone(UTC)),
+        dataclasses.replace(first, command=first.command + " "),
+        dataclasses.replace(first, original_command="not in the snapshot"),
+        dataclasses.replace(first, status=S.RUNNING, result=None, exit_code=None, end=None),
+        dataclasses.replace(first, result=R.FAILED, exit_code=0),
+        dataclasses.replace(first, label=None),
+        dataclasses.replace(first, id=99),
+    ]
+
+    for a in tasks:
+        for b in tasks:
+            assert a.same_snapshot(b) == (a.snapshot() == b.snapshot()), (a, b)
+    assert first.same_snapshot(tasks[-5])  # original_command is not in the snapshot

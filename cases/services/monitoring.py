@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from resources.contact import contact, for_each_host
-from resources.jobqueue import FolderResult, JobQueue, PueueState, PueueTask, TaskResult
+from resources.jobqueue import FolderResult, JobQueue, PueueState, PueueTask, RemoteError, TaskResult
 from resources.models import GpuGroup, HpcHost
+from resources.remote import collector
 
 from ..faults import crash_point
 from ..models import Attempt, Case, CaseStatus
 from . import hygiene
-from .isolation import isolated
+from .isolation import isolated, unexpected_error
 from .jobs import (
     ATTEMPT_VARIABLE,
     EXIT_MARKER,
@@ -61,19 +63,16 @@ CLEANED_NOT_HOME = (
     f"but its results are not in the results folder: {EVIDENCE_GONE}"
 )
 # What a monitoring pass reads of a running case: loading only these keeps a pass over
-# thousands of running cases cheap (most of them only get compared with their task).
-MONITORED_FIELDS = (
-    "name",
-    "status",
-    "label",
-    "gpu_group_id",
-    "lease_generation",
-    "remote_dir",
-    "pueue_task_id",
-    "pueue_task_created_at",
-    "last_seen_task",
-    "task_missing_since",
-)
+# thousands of running cases cheap (most of them only get compared with their task). The last
+# three cost to convert (two times, a JSON document): ``running_cases`` reads them as the
+# database's text first, and has them converted only when that text is new to it.
+PLAIN_FIELDS = ("name", "label", "gpu_group_id", "pueue_task_id")
+AS_TEXT = ("pueue_task_created_at", "last_seen_task", "task_missing_since")
+WATCHED_FIELDS = (*PLAIN_FIELDS, *AS_TEXT)
+# ...and what it loads of the few whose task ended or vanished (as models: they move on).
+MONITORED_FIELDS = (*WATCHED_FIELDS, "status", "lease_generation", "remote_dir")
+FRESH_BY_ID = 500
+"""Up to this many cases new to ``running_cases`` are read again by id; more, and all are."""
 
 
 @dataclass
@@ -103,16 +102,26 @@ class MonitorReport:
 
 
 class Watched:
-    """A running case as a monitor pass first reads it: the fields it compares (``MONITORED_FIELDS``)
+    """A running case as a monitor pass first reads it: the fields it compares (``WATCHED_FIELDS``)
     from one row, no model instance. Most running cases are only compared with their task, and ten
     thousand of these load several times faster than as models; the few that move on are loaded as
-    models then (``as_cases``)."""
+    models then (``as_cases``). ``last_read`` is what ``running_cases`` read of its row."""
 
-    __slots__ = ("pk", *MONITORED_FIELDS, "gpu_group")
+    __slots__ = ("pk", *WATCHED_FIELDS, "gpu_group", "last_read")
 
     def __init__(self, row: tuple):
-        for name, value in zip(self.__slots__, row, strict=False):
-            setattr(self, name, value)
+        """``row``: the pk and the ``WATCHED_FIELDS``, in that order (one assignment, not a loop:
+        a pass builds one per running case)."""
+        (
+            self.pk,
+            self.name,
+            self.label,
+            self.gpu_group_id,
+            self.pueue_task_id,
+            self.pueue_task_created_at,
+            self.last_seen_task,
+            self.task_missing_since,
+        ) = row
 
 
 def as_cases(watched: list[Watched]) -> dict[int, Case]:
@@ -124,14 +133,64 @@ def as_cases(watched: list[Watched]) -> dict[int, Case]:
     return loaded
 
 
+class LastRead(NamedTuple):
+    """What this process last read of a running case's ``AS_TEXT`` fields: the database's text and
+    the values Django converted from it (the stored snapshot decoded: only ever compared, never
+    changed), and a task found to have that very snapshot, once one was compared with it."""
+
+    texts: tuple[str | None, ...]
+    values: tuple[Any, ...]
+    matched: PueueTask | None = None
+
+
+_last_read: dict[int, LastRead] = {}
+"""By case id, what this process's last pass read of the running cases. A quiet case's row and task
+do not change from pass to pass: a pass then neither converts its times nor decodes its stored
+snapshot again, nor builds its task's snapshot to compare (``note_live``), which were half of a
+pass over ten thousand running cases. Whatever is reused was read from the very text read now."""
+
+
+def running_cases() -> list[Watched]:
+    """Every running case, as ``Watched``: one query, with the ``AS_TEXT`` fields as text; the cases
+    whose text this process did not read before (new ones, changed ones) are read again, converted."""
+    global _last_read
+    before, after = _last_read, {}
+    as_text = [Cast(f, TextField()) for f in AS_TEXT]
+    read: list[Watched | None] = []
+    fresh: dict[int, int] = {}
+    for row in Case.objects.filter(status=S.RUNNING).values_list("pk", *PLAIN_FIELDS, *as_text):
+        known = before.get(row[0])
+        if known is not None and known.texts == row[-len(AS_TEXT) :]:
+            case = Watched(row[: 1 + len(PLAIN_FIELDS)] + known.values)
+            case.last_read = after[case.pk] = known
+            read.append(case)
+        else:
+            fresh[row[0]] = len(read)
+            read.append(None)
+    if fresh:
+        rows = Case.objects.filter(status=S.RUNNING)
+        if len(fresh) <= FRESH_BY_ID:
+            rows = rows.filter(pk__in=list(fresh))
+        for row in rows.values_list("pk", *WATCHED_FIELDS, *as_text):
+            if (index := fresh.get(row[0])) is not None:  # (a case running since the first query: next pass)
+                case = read[index] = Watched(row[: -len(AS_TEXT)])
+                texts, values = row[-len(AS_TEXT) :], row[1 + len(PLAIN_FIELDS) : -len(AS_TEXT)]
+                case.last_read = after[case.pk] = LastRead(texts, values)
+    _last_read = after
+    return [case for case in read if case is not None]
+
+
 def monitor_pass() -> MonitorReport:
     report = MonitorReport()
-    by_host: dict[HpcHost, list[Watched]] = defaultdict(list)
-    running = [Watched(row) for row in Case.objects.filter(status=S.RUNNING).values_list("pk", *MONITORED_FIELDS)]
+    with collector.paused():  # ten thousand rows and Watched: see resources.remote.collector
+        running = running_cases()
     groups = GpuGroup.objects.select_related("host").in_bulk({c.gpu_group_id for c in running})
-    for case in running:
-        case.gpu_group = groups[case.gpu_group_id]
-        by_host[case.gpu_group.host].append(case)
+    hosts = {group.host_id: group.host for group in groups.values()}
+    by_host_id: dict[int, list[Watched]] = {host_id: [] for host_id in hosts}
+    for case in running:  # keyed by ids: hashing a model instance per case is ten times slower
+        case.gpu_group = group = groups[case.gpu_group_id]
+        by_host_id[group.host_id].append(case)
+    by_host = {hosts[host_id]: cases for host_id, cases in by_host_id.items()}
     for host in hygiene.hosts_with_work():
         by_host.setdefault(host, [])
     for_each_host(by_host, lambda host, cases: monitor_host(host, cases, report))
@@ -150,18 +209,23 @@ def monitor_host(host: HpcHost, cases: list[Watched], report: MonitorReport) -> 
                 stop_and_fail(link.queue, state, loaded, why)
 
         vanished, killed, done = [], [], []
-        for case in cases:
-            with isolated(case, "monitoring", give_up=give_up):
-                task = state.tasks.get(case.pueue_task_id)
-                if task is None or not is_stored_task(task, case):
-                    vanished.append(case)
-                elif task.is_live:
-                    note_live(case, task)
-                    report.still_running += 1
-                elif task.result == TaskResult.KILLED:
-                    killed.append((case, task))
-                else:
-                    done.append((case, task, task.exit_code))
+        with collector.paused():
+            for case in cases:  # isolated, as a try (free) rather than ``with isolated`` (a call or three)
+                try:
+                    task = state.tasks.get(case.pueue_task_id)
+                    if task is None or not is_stored_task(task, case):
+                        vanished.append(case)
+                    elif task.is_live:
+                        note_live(case, task)
+                        report.still_running += 1
+                    elif task.result == TaskResult.KILLED:
+                        killed.append((case, task))
+                    else:
+                        done.append((case, task, task.exit_code))
+                except RemoteError:
+                    raise
+                except Exception as error:
+                    unexpected_error(case, "monitoring", error, give_up)
         moving = as_cases([*vanished, *(c for c, _t in killed), *(c for c, _t, _e in done)])
         vanished = [moving[c.pk] for c in vanished if c.pk in moving]
         killed = [(moving[c.pk], t) for c, t in killed if c.pk in moving]
@@ -178,11 +242,23 @@ def monitor_host(host: HpcHost, cases: list[Watched], report: MonitorReport) -> 
 
 
 def note_live(case: Watched, task: PueueTask) -> None:
-    """Keep the last seen snapshot (written only when it changed, so quiet passes write nothing)."""
-    snapshot = task.snapshot()
-    if case.last_seen_task != snapshot or case.pueue_task_created_at is None or case.task_missing_since:
+    """Keep the last seen snapshot (written only when it changed, so quiet passes write nothing).
+
+    Asked of every live task every pass: a task that an earlier pass found equal to the same
+    stored snapshot is compared with that task field by field, without building its snapshot.
+    """
+    known = case.last_read
+    if known.matched is not None and task.same_snapshot(known.matched):
+        unchanged = True
+    else:
+        snapshot = task.snapshot()
+        unchanged = case.last_seen_task == snapshot
+        if unchanged:  # kept: the task, and its equal snapshot (it shares the task's strings)
+            created_at, _stored, missing_since = known.values
+            _last_read[case.pk] = LastRead(known.texts, (created_at, snapshot, missing_since), task)
+    if not unchanged or case.pueue_task_created_at is None or case.task_missing_since:
         Case.objects.filter(pk=case.pk, status=S.RUNNING, pueue_task_id=task.id).update(
-            last_seen_task=snapshot, pueue_task_created_at=task.created_at, task_missing_since=None
+            last_seen_task=task.snapshot(), pueue_task_created_at=task.created_at, task_missing_since=None
         )
 
 

@@ -19,6 +19,7 @@ pass run against the prepared text (no SSH); the full monitor pass over SSH is g
 from __future__ import annotations
 
 import contextlib
+import gc
 import resource
 import shlex
 import time
@@ -88,10 +89,12 @@ def run(bench: Bench, result: ScenarioResult) -> None:
     )
     result.add("parse alone", median_seconds(lambda: parse_status(worst), REPEAT), "s")
     quiet_passes(result, f"{n} running", worst, n)
-    load = median_seconds(
+    load = median_seconds(monitoring.running_cases, REPEAT)
+    result.add(f"{n} running: the monitor's loading of the running cases alone", load, "s")
+    models = median_seconds(
         lambda: list(Case.objects.filter(status=S.RUNNING).select_related("gpu_group__host")), REPEAT
     )
-    result.add(f"{n} running: the monitor's loading of the running cases alone", load, "s")
+    result.add(f"{n} running: loading them as model instances instead", models, "s")
     full = median_seconds(lambda: check_steady(monitoring.monitor_pass(), n), REPEAT)
     result.add(f"{n} running: monitor_pass over SSH (fetch + parse + decide)", full, "s")
     for run_pass in (monitoring.monitor_pass, reconciliation.reconcile_pass):
@@ -114,7 +117,8 @@ def run(bench: Bench, result: ScenarioResult) -> None:
 
 
 def quiet_passes(result: ScenarioResult, what: str, text: str, running: int) -> None:
-    """Monitor and reconcile against ``text`` (parse + decide, no SSH), in a steady state."""
+    """Monitor and reconcile against ``text`` (parse + decide, no SSH), in a steady state. The
+    monitor's worst case (every task's case running) has issue 24's bound, 0.3 s; the rest 0.5 s."""
     with replaying(text):
         check_steady(monitoring.monitor_pass(), running)
         check_quiet(reconciliation.reconcile_pass())
@@ -122,7 +126,11 @@ def quiet_passes(result: ScenarioResult, what: str, text: str, running: int) -> 
         reconcile = median_seconds(reconciliation.reconcile_pass, REPEAT)
         writes = writes_of(monitoring.monitor_pass) + writes_of(reconciliation.reconcile_pass)
         peak = max(peak_memory(monitoring.monitor_pass), peak_memory(reconciliation.reconcile_pass))
-    result.add(f"{what}: monitor, parse + decide", monitor, "s", ("<=", 0.5))
+    with replaying(text, parsed_ahead=REPEAT):
+        gc.collect()  # the answers parsed ahead are no garbage of the passes timed
+        decide = median_seconds(monitoring.monitor_pass, REPEAT)
+    result.add(f"{what}: monitor, parse + decide", monitor, "s", ("<=", 0.3 if running > GROUPS else 0.5))
+    result.add(f"{what}: monitor, decide alone (its status parsed ahead)", decide, "s")
     result.add(f"{what}: reconcile, parse + decide", reconcile, "s", ("<=", 0.5))
     result.add(f"{what}: database writes, one quiet pass of each", writes, "count")
     result.add(f"{what}: peak Python memory of a pass", peak / MB, "MB")
@@ -197,12 +205,14 @@ def running_cases(state: PueueState, groups: list[GpuGroup]) -> None:
 
 
 @contextlib.contextmanager
-def replaying(text: str) -> Iterator[None]:
-    """The passes get a client whose ``status()`` parses ``text``: parse + decide, no SSH."""
+def replaying(text: str, *, parsed_ahead: int = 0) -> Iterator[None]:
+    """The passes get a client whose ``status()`` parses ``text``: parse + decide, no SSH. With
+    ``parsed_ahead``, the first that many answers are parsed before, one for each call: decide alone."""
+    ahead = [parse_status(text) for _ in range(parsed_ahead)]
 
     class Replay(PueueClient):
         def status(self, group: str | None = None) -> PueueState:
-            return parse_status(text)
+            return ahead.pop() if ahead else parse_status(text)
 
     class NoConnection:
         def close(self) -> None:
