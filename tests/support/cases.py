@@ -54,5 +54,6 @@ def busy_case(inbox: Path, name: str = "busy", timeout: float = 30) -> tuple[Cas
     submission.submit_pass()
     case = Case.objects.get(name=name)
     pid_file = Path(case.remote_dir) / "job.pid"
-    wait_for(pid_file.exists, timeout, "the job to start")
+    # The shell creates the file before it writes the pid into it.
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout, "the job to start")
     return case, int(pid_file.read_text())
