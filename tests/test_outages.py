@@ -228,6 +228,7 @@ def test_tick_carries_on_when_the_database_is_away_for_a_while(monkeypatch):
     assert out.getvalue().splitlines() == ["enqueued monitor", "enqueued submit"]
 
 
+@pytest.mark.timeout(900)  # a whole system, with its own waits of 120 s and 300 s for a loaded machine
 @pytest.mark.django_db(transaction=True)
 def test_redis_restarting_with_passes_queued_loses_no_case(hpc, sandbox, mqic_dirs, tmp_path):
     """The broker (a Redis of the test's own, without persistence) restarts while passes wait in
