@@ -545,7 +545,19 @@ ODD_VALUES = [
     "2025-06-01 10:10:00+02:00",
 ]
 
-ODD_RESULTS = ["Success", "Killed", "Exploded", {"FailedToSpawn": "no"}, {"Success": None}, {"A": 1, "B": 2}]
+ODD_RESULTS = [
+    "Success",
+    "Killed",
+    "Exploded",
+    {"FailedToSpawn": "no"},
+    {"FailedToSpawn": 2},
+    {"Success": None},
+    {"A": 1, "B": 2},
+    {"Failed": 2},
+    {"Failed": True},  # == 1 in Python, and hashes alike: no int all the same
+    {"Failed": 1.0},
+    {"Failed": "2"},
+]
 ODD_STATUSES = ["Queued", "Running", "Done", {"Running": None}, {"Queued": {}, "Running": {}}, {"Frozen": {}}]
 
 
@@ -564,31 +576,19 @@ def task_variants():
         if isinstance(payload, dict):
             for field in [*payload, "result", "start", "end"]:
                 yield key, {**task, "status": {name: {k: v for k, v in payload.items() if k != field}}}
-                for value in [
-                    *ODD_VALUES,
-                    "Success",
-                    "Killed",
-                    "Exploded",
-                    {"FailedToSpawn": "no"},
-                    {"A": 1, "B": 2},
-                ]:
+                for value in [*ODD_VALUES, *ODD_RESULTS]:
                     yield key, {**task, "status": {name: {**payload, field: value}}}
-        for status in [
-            "Queued",
-            "Running",
-            "Done",
-            {"Running": None},
-            {"Queued": {}, "Running": {}},
-            {"Frozen": {}},
-        ]:
+        for status in ODD_STATUSES:
             yield key, {**task, "status": status}
 
 
 def test_the_quick_path_accepts_nothing_the_careful_path_refuses_and_agrees_on_the_rest():
-    from resources.remote.pueue_state import _Malformed, _parse_task, _quick_v4_task
+    """Twice over: the second time, every task the quick path took is one it has seen before."""
+    from resources.remote.pueue_state import _Malformed, _parse_task, _quick_v4_task, _seen_tasks
 
+    _seen_tasks.clear()
     quick_ones = 0
-    for key, raw in task_variants():
+    for key, raw in [*task_variants(), *task_variants()]:
         quick = _quick_v4_task(key, copy.deepcopy(raw))
         try:
             careful = _parse_task(key, raw) if isinstance(raw, dict) else None
@@ -603,7 +603,8 @@ def test_the_quick_path_accepts_nothing_the_careful_path_refuses_and_agrees_on_t
         assert [type(getattr(quick, f.name)) for f in dataclasses.fields(quick)] == [
             type(getattr(careful, f.name)) for f in dataclasses.fields(careful)
         ]
-    assert quick_ones > 100  # the quick path did take the well-formed tasks
+    assert quick_ones > 200  # the quick path did take the well-formed tasks
+    assert len(_seen_tasks) > 50
 
 
 def test_the_careful_path_takes_the_tasks_the_quick_path_does_not_know():

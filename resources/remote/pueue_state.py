@@ -113,7 +113,7 @@ class PueueTask:
         Two times have the same ``isoformat()`` when they are equal (aware ones: the same instant)
         and have the same UTC offset (None for naive ones); None is only equal to None."""
         a, b = self, other
-        return (
+        return a is b or (
             a.id == b.id
             and a.label == b.label
             and a.group == b.group
@@ -364,12 +364,13 @@ def _quick_v4_task(key: str, raw: Any) -> PueueTask | None:
 
     Anything else, and anything wrong, gives None: the careful path then parses the task again
     (and says precisely what is wrong with it). So this accepts nothing the careful path refuses
-    and returns the very same task for what it accepts.
+    and returns the very same task for what it accepts. A task shows the same values in every
+    ``status``: the task built before from exactly these values (``_seen_tasks``) is handed out.
     """
     if type(raw) is not dict or "start" in raw:  # not a task, or the 3.x layout
         return None
     get = raw.get
-    task_id, label, status = get("id"), get("label", _MISSING), get("status")
+    task_id, label, status, created = get("id"), get("label", _MISSING), get("status"), get("created_at")
     group, command, original, path = get("group"), get("command"), get("original_command"), get("path")
     if (
         type(task_id) is not int
@@ -378,17 +379,34 @@ def _quick_v4_task(key: str, raw: Any) -> PueueTask | None:
         or type(original) is not str
         or type(path) is not str
         or (label is not None and type(label) is not str)
+        or type(created) is not str
         or type(status) is not dict
         or len(status) != 1
         or str(task_id) != key
     ):
         return None
-    created_at = _quick_time(get("created_at"))
     ((name, payload),) = status.items()
-    if created_at is None or type(payload) is not dict:
+    if type(payload) is not dict:
         return None
+    seen_as = _seen_as(task_id, label, group, command, original, path, created, name, payload)
+    if seen_as is not None and (task := _seen_tasks.get(seen_as)) is not None:
+        return task
+    task = _new_v4_task(task_id, label, group, command, original, path, created, name, payload)
+    if task is not None and seen_as is not None:
+        if len(_seen_tasks) >= _SEEN_KEPT:
+            _seen_tasks.clear()
+        _seen_tasks[seen_as] = task
+    return task
+
+
+def _new_v4_task(
+    task_id: int, label: str | None, group: str, command: str, original: str, path: str, created: str,
+    name: str, payload: dict,
+) -> PueueTask | None:  # fmt: skip
+    """The rest of ``_quick_v4_task``: the times, the status and the result checked, the task built."""
+    created_at = _quick_time(created)
     enqueued_at = _quick_optional_time(payload, "enqueued_at")
-    if enqueued_at is _MISSING:
+    if created_at is None or enqueued_at is _MISSING:
         return None
     result = exit_code = spawn_error = start = end = None
     if name == "Queued":
@@ -412,31 +430,44 @@ def _quick_v4_task(key: str, raw: Any) -> PueueTask | None:
 
 _MISSING: Any = object()
 _QUICK_STATUSES = {"Running": TaskStatus.RUNNING, "Paused": TaskStatus.PAUSED, "Done": TaskStatus.DONE}
+_SEEN_KEPT = 1 << 15
+_seen_tasks: dict[tuple, PueueTask] = {}
+"""The tasks ``_quick_v4_task`` built, by everything it read to build them (``_seen_as``). A task is
+immutable: the one built before from the same values is as good as a new one, and building ten
+thousand was half of parsing them. Emptied when full."""
+_KEY_VALUES = (str, int, type(None))
 
 
-_TIMES_KEPT = 1 << 16
-_times: dict[str, datetime] = {}
-"""Valid timestamps already parsed, by their text: a task shows the same times in every ``status``,
-and checking and parsing them was a fifth of parsing a task. A datetime is immutable: the one
-parsed before is as good as a new one. Emptied when full."""
+def _seen_as(
+    task_id: int, label: str | None, group: str, command: str, original: str, path: str, created: str,
+    name: str, payload: dict,
+) -> tuple | None:  # fmt: skip
+    """Everything ``_new_v4_task`` reads of a task, as a key; None when one of its values is not a
+    string, an int or null (the caller checked the others). A bool is no int (``True == 1``) and a
+    float no int (``1.0 == 1``): with these alone, equal keys are the very same values."""
+    times = payload.get("enqueued_at", _MISSING), payload.get("start", _MISSING), payload.get("end", _MISSING)
+    outcome = payload.get("result", _MISSING)
+    if type(outcome) is dict and len(outcome) == 1:  # {"Failed": 2}, {"FailedToSpawn": "..."}
+        ((variant, detail),) = outcome.items()
+        if type(detail) not in _KEY_VALUES:
+            return None
+        outcome = (variant, detail)
+    elif outcome is not _MISSING and type(outcome) not in _KEY_VALUES:
+        return None
+    for value in times:
+        if value is not _MISSING and value is not None and type(value) is not str:
+            return None
+    return (task_id, label, group, command, original, path, created, name, *times, outcome)
 
 
 def _quick_time(value: Any) -> datetime | None:
     """``_timestamp`` for a string that is a valid RFC 3339 time; None for anything else."""
-    if type(value) is not str:
+    if type(value) is not str or _RFC3339.fullmatch(value) is None:
         return None
-    when = _times.get(value)
-    if when is None:
-        if _RFC3339.fullmatch(value) is None:
-            return None
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        if len(_times) >= _TIMES_KEPT:
-            _times.clear()
-        _times[value] = when
-    return when
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def _quick_optional_time(obj: dict, key: str) -> Any:
