@@ -44,15 +44,9 @@ class UploadProgress:
         if threading.current_thread() is self.owner:
             self.write()
 
-    def write(self, *, last: bool = False) -> None:
-        """Write the percentages that changed, at most once per interval; the owner thread only.
-        ``last``: the upload is over: once a case's progress was shown, its final count is written
-        whatever the interval (on a busy machine the last tick may have come well before the end)."""
-        if threading.current_thread() is not self.owner:
-            return
-        if last and not self.written:
-            return  # a small upload writes nothing
-        if not last and time.monotonic() - self.last_write < self.interval:
+    def write(self) -> None:
+        """Write the percentages that changed, at most once per interval; the owner thread only."""
+        if threading.current_thread() is not self.owner or time.monotonic() - self.last_write < self.interval:
             return
         self.last_write = time.monotonic()
         for case_id, start, size in self.spans:
@@ -60,3 +54,11 @@ class UploadProgress:
             if self.written.get(case_id) != percent:
                 self.written[case_id] = percent
                 Case.objects.filter(pk=case_id, status=CaseStatus.SUBMITTING).update(upload_percent=percent)
+
+    def finish(self) -> None:
+        """The upload is over: once a case's progress was shown, its final count is written whatever
+        the interval (on a busy machine the last tick may come well before the end); a small upload
+        still writes nothing."""
+        if self.written:
+            self.last_write = float("-inf")
+            self.write()

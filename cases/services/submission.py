@@ -275,7 +275,7 @@ def upload(queue: JobQueue, host: HpcHost, listed: dict[Case, FolderManifest], r
     folders = [(listed[c], name) for name, c in names.items()]
     with while_waiting(progress.write):
         damaged = queue.upload(folders, host.base_dir, progress=on_progress)
-    progress.write(last=True)
+    progress.finish()
     for name, problem in damaged.items():
         case = names[name]
         with isolated(case, "putting back a folder damaged on the way", give_up=fail):
