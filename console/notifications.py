@@ -128,33 +128,32 @@ def owner_address(case: Case, *, completion: bool = False) -> str:
     return owner.email
 
 
-def case_failed(event: CaseEvent) -> Event:
-    case = Case.objects.select_related("owner").get(pk=event.case_id)
+def case_ended(event: CaseEvent, outcome: str, case: Case, **fields) -> Event:
+    """The event of a case's end (``outcome``: "failed", "completed"), from the move's event row."""
     return Event(
-        key=f"case_failed:{event.case_id}:{event.pk}",
-        event="case_failed",
-        subject=f"case {case.name} failed",
+        key=f"case_{outcome}:{event.case_id}:{event.pk}",
+        event=f"case_{outcome}",
+        subject=f"case {case.name} {outcome}",
         reason=event.reason,
         url=case_url(case.pk),
         case=case,
-        log=last_lines(case.log_tail),
-        owner=owner_address(case),
+        **fields,
     )
+
+
+def ended_case(event: CaseEvent) -> Case:
+    return Case.objects.select_related("owner").get(pk=event.case_id)
+
+
+def case_failed(event: CaseEvent) -> Event:
+    case = ended_case(event)
+    return case_ended(event, "failed", case, log=last_lines(case.log_tail), owner=owner_address(case))
 
 
 def case_completed(event: CaseEvent) -> Event:
     """For the case's owner alone, when they asked for it."""
-    case = Case.objects.select_related("owner").get(pk=event.case_id)
-    return Event(
-        key=f"case_completed:{event.case_id}:{event.pk}",
-        event="case_completed",
-        subject=f"case {case.name} completed",
-        reason=event.reason,
-        url=case_url(case.pk),
-        case=case,
-        to_operators=False,
-        owner=owner_address(case, completion=True),
-    )
+    case = ended_case(event)
+    return case_ended(event, "completed", case, to_operators=False, owner=owner_address(case, completion=True))
 
 
 def last_lines(text: str) -> str:
